@@ -1,0 +1,248 @@
+"""Flow-equivariant recurrent cells: vanilla (the paper's update), ConvGRU and ConvLSTM.
+
+Every cell moves each velocity slice of its hidden state along its own flow before any
+gate sees it (the *transport* ``S_ν``), then applies convolutions shared by all ν::
+
+    vanilla:  h_t(ν) = σ( U ⋆ f_t + W ⋆ S_ν h_{t-1}(ν) )                      (FERNN.md §2)
+    gru:      [z, r, n̂] = U ⋆ f_t + b,  [z', r', n'] = W ⋆ S_ν h_{t-1}(ν)
+              z = sigmoid(z + z'), r = sigmoid(r + r'), n = φ(n̂ + r ⊙ n')
+              h_t(ν) = (1 − z) ⊙ n + z ⊙ S_ν h_{t-1}(ν)
+    lstm:     [i, f, g, o] = U ⋆ f_t + b + W ⋆ S_ν h_{t-1}(ν)
+              c_t(ν) = sigmoid(f) ⊙ S_ν c_{t-1}(ν) + sigmoid(i) ⊙ φ(g)
+              h_t(ν) = sigmoid(o) ⊙ φ(c_t(ν))
+
+Because shifts commute with convolutions (circular padding), with pointwise maps and
+with each other, all three satisfy the law of FERNN.md §3 exactly: if every input frame
+is moved, ``f'_t = S_{tν̂} f_t``, then ``h'_t(ν) = S_{tν̂} h_t(ν − ν̂)`` wherever
+``ν − ν̂ ∈ V``. The input term ``U ⋆ f_t`` of a first layer is computed once and broadcast
+over V ("trivial lift"); a deeper layer reads the layer below velocity-wise.
+
+Replacing the fixed shift by a learned per-velocity kernel (:class:`LearnedTransport`)
+gives the G-RNN+ baseline: the same structure and cost, but not flow equivariant.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._flows import Flow, _check_padding_mode
+
+__all__ = ["FlowRNNCell", "FlowTransport", "LearnedTransport", "CELL_TYPES", "NONLINEARITIES"]
+
+CELL_TYPES = ("rnn", "gru", "lstm")
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+    "identity": lambda x: x,
+}
+
+
+class FlowTransport(nn.Module):
+    """The fixed transport ``S_ν``: each velocity slice moves one step along its own flow.
+
+    Shapes: ``(B, V, C, H, W) -> (B, V, C, H, W)``.
+    """
+
+    def __init__(self, flow: Flow, padding_mode: str = "circular"):
+        super().__init__()
+        _check_padding_mode(padding_mode)
+        self.flow = flow
+        self.padding_mode = padding_mode
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.flow.move_hidden(h, padding_mode=self.padding_mode)
+
+    def extra_repr(self) -> str:
+        return f"{self.flow!r}, padding_mode={self.padding_mode!r}"
+
+
+class LearnedTransport(nn.Module):
+    """G-RNN+ transport: slice ν is convolved with its own learned ``k×k`` kernel.
+
+    ``k = 2r + 1`` where ``r`` is the flow's largest speed, so the kernel could represent
+    every shift of V; the kernel of a slice is shared by its channels. Kaiming-normal
+    initialisation (``std = 1/k``), as in the research code. Not flow equivariant.
+
+    Shapes: ``(B, V, C, H, W) -> (B, V, C, H, W)``.
+    """
+
+    def __init__(self, flow: Flow, padding_mode: str = "circular"):
+        super().__init__()
+        _check_padding_mode(padding_mode)
+        radius = getattr(flow, "radius", None)
+        if radius is None:
+            raise ValueError(
+                f"a learned transport needs a translation flow with a radius; got {flow!r}"
+            )
+        self.flow = flow
+        self.padding_mode = padding_mode
+        k = 2 * radius + 1
+        self.kernel = nn.Parameter(torch.randn(len(flow), k, k) / k)  # (V, k, k)
+
+    def forward(self, h: Tensor) -> Tensor:
+        B, V, C, H, W = h.shape
+        k = self.kernel.shape[-1]
+        x = h.reshape(B, V * C, H, W)  # 'b v c h w -> b (v c) h w'
+        weight = self.kernel.repeat_interleave(C, dim=0)[:, None]  # (V*C, 1, k, k)
+        p = k // 2
+        if self.padding_mode == "circular":
+            x = F.pad(x, (p, p, p, p), mode="circular")
+            out = F.conv2d(x, weight, groups=V * C)
+        else:
+            out = F.conv2d(x, weight, padding=p, groups=V * C)
+        return out.view(B, V, C, H, W)
+
+    def extra_repr(self) -> str:
+        return f"{self.flow!r}, kernel={tuple(self.kernel.shape)}, padding_mode={self.padding_mode!r}"
+
+
+class FlowRNNCell(nn.Module):
+    """One flow-equivariant recurrent layer.
+
+    Args:
+        in_channels: channels of the input (per velocity slice if ``lifted_input``).
+        hidden_channels: channels of each velocity slice of the hidden state.
+        flow: the velocity set V and its action (e.g. ``TranslationFlow2D(max_speed=2)``).
+        cell: ``"rnn"`` (the paper's update), ``"gru"`` or ``"lstm"``.
+        kernel_size: odd size of the U and W convolutions.
+        nonlinearity: σ of the vanilla cell (default ``"relu"``) or φ of the gated cells
+            (default ``"tanh"``); one of :data:`NONLINEARITIES`.
+        bias: add a bias to the input convolution (default: no for ``rnn`` as in the
+            paper, yes for gated cells). A bias is invariant, so the law still holds.
+        padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"`` (bounded frames:
+            content leaving the frame is lost, so equivariance breaks at the border).
+        lifted_input: the input already has a V axis (a deeper layer); else it is
+            broadcast over V.
+        transport: ``"flow"`` (``S_ν``) or ``"learned"`` (G-RNN+).
+
+    Shapes:
+        input term (:meth:`input_term`): ``(B, T, C_in, H, W)`` or ``(B, T, V, C_in, H, W)``
+        → ``(B, T, 1 or V, G·C_h, H, W)`` with G gates.
+        state: ``(B, V, C_h, H, W)``, a pair of them for ``lstm``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        flow: Flow,
+        cell: str = "rnn",
+        kernel_size: int = 3,
+        nonlinearity: str | None = None,
+        bias: bool | None = None,
+        padding_mode: str = "circular",
+        lifted_input: bool = False,
+        transport: str = "flow",
+    ):
+        super().__init__()
+        if cell not in CELL_TYPES:
+            raise ValueError(f"cell must be one of {CELL_TYPES}, got {cell!r}")
+        if nonlinearity is None:
+            nonlinearity = "relu" if cell == "rnn" else "tanh"
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}"
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        _check_padding_mode(padding_mode)
+        if transport == "flow":
+            self.transport: nn.Module = FlowTransport(flow, padding_mode)
+        elif transport == "learned":
+            self.transport = LearnedTransport(flow, padding_mode)
+        else:
+            raise ValueError(f"transport must be 'flow' or 'learned', got {transport!r}")
+        if bias is None:
+            bias = cell != "rnn"
+
+        self.flow = flow
+        self.cell = cell
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.nonlinearity = nonlinearity
+        self.lifted_input = lifted_input
+        gates = _GATES[cell]
+        conv = dict(kernel_size=kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
+        self.conv_in = nn.Conv2d(in_channels, gates * hidden_channels, bias=bias, **conv)  # U
+        self.conv_hid = nn.Conv2d(hidden_channels, gates * hidden_channels, bias=False, **conv)  # W
+        self._phi = NONLINEARITIES[nonlinearity]
+        if cell == "lstm" and bias:
+            with torch.no_grad():  # forget gate starts open: the usual LSTM initialisation
+                self.conv_in.bias[hidden_channels : 2 * hidden_channels].fill_(1.0)
+
+    @property
+    def num_velocities(self) -> int:
+        return len(self.flow)
+
+    def extra_repr(self) -> str:
+        return (
+            f"cell={self.cell!r}, nonlinearity={self.nonlinearity!r}, "
+            f"lifted_input={self.lifted_input}"
+        )
+
+    def input_term(self, x: Tensor) -> Tensor:
+        """``U ⋆ x`` for every frame at once.
+
+        Shapes: ``(B, T, C_in, H, W)`` → ``(B, T, 1, G·C_h, H, W)`` (shared by all ν), or,
+        with ``lifted_input``, ``(B, T, V, C_in, H, W)`` → ``(B, T, V, G·C_h, H, W)``.
+        """
+        lead = x.shape[:-3]  # (B, T) or (B, T, V)
+        u = self.conv_in(x.reshape(-1, *x.shape[-3:]))  # '... c h w -> (...) c h w'
+        u = u.view(*lead, *u.shape[1:])
+        return u if self.lifted_input else u.unsqueeze(2)
+
+    def initial_state(self, batch: int, height: int, width: int, like: Tensor):
+        """Zero state ``(B, V, C_h, H, W)`` (a pair for ``lstm``) on ``like``'s device and dtype."""
+        h = like.new_zeros(batch, len(self.flow), self.hidden_channels, height, width)
+        return (h, h.clone()) if self.cell == "lstm" else h
+
+    def step(self, u: Tensor, state):
+        """Advance one frame given its precomputed input term ``u`` ``(B, 1 or V, G·C_h, H, W)``."""
+        if self.cell == "lstm":
+            h_prev, c_prev = state
+        else:
+            h_prev = state
+        B, V, C, H, W = h_prev.shape
+        hs = self.transport(h_prev)  # S_ν h_{t-1}(ν): (B, V, C, H, W)
+        a = self.conv_hid(hs.reshape(B * V, C, H, W))  # 'b v c h w -> (b v) c h w'
+        a = a.view(B, V, -1, H, W)  # (B, V, G·C, H, W)
+        if self.cell == "rnn":
+            return self._phi(u + a)
+        if self.cell == "gru":
+            uz, ur, un = u.chunk(3, dim=2)
+            az, ar, an = a.chunk(3, dim=2)
+            z = torch.sigmoid(uz + az)
+            r = torch.sigmoid(ur + ar)
+            n = self._phi(un + r * an)
+            return torch.lerp(n, hs, z)  # (1 − z) ⊙ n + z ⊙ S_ν h
+        i, f, g, o = (u + a).chunk(4, dim=2)
+        cs = self.transport(c_prev)  # S_ν c_{t-1}(ν)
+        c = torch.sigmoid(f) * cs + torch.sigmoid(i) * self._phi(g)
+        h = torch.sigmoid(o) * self._phi(c)
+        return h, c
+
+    def forward(self, x: Tensor, state=None):
+        """One step on a single frame.
+
+        Shapes: x ``(B, C_in, H, W)`` (``(B, V, C_in, H, W)`` with ``lifted_input``);
+        state ``(B, V, C_h, H, W)`` or None (zeros); returns the new state.
+        """
+        expected = 5 if self.lifted_input else 4
+        if x.dim() != expected:
+            layout = "(B, V, C, H, W)" if self.lifted_input else "(B, C, H, W)"
+            raise ValueError(f"FlowRNNCell expects one frame {layout}; got {tuple(x.shape)}")
+        if state is None:
+            state = self.initial_state(x.shape[0], x.shape[-2], x.shape[-1], x)
+        return self.step(self.input_term(x.unsqueeze(1))[:, 0], state)
+

@@ -1,0 +1,314 @@
+"""Flows: finite velocity sets of a one-parameter group action, owning their action.
+
+A *flow* ψ_t(ν) = exp(tν) moves an image continuously in time; ``ν`` is its velocity.
+A :class:`Flow` object is an immutable, hashable, validated finite set V of velocities
+together with the action of each. It is used everywhere the action is needed:
+
+- the recurrent cells move each hidden slice by its own velocity (:meth:`Flow.move_hidden`);
+- the data generators move digits along trajectories (:meth:`Flow.trajectory`);
+- the equivariance checker moves input sequences (:meth:`Flow.move_frames`), moves whole
+  hidden states (:meth:`Flow.move_lifted`) and relabels the V axis
+  (:meth:`Flow.partner_indices`).
+
+Shape vocabulary: ``B`` batch, ``T`` time, ``V`` velocities, ``C`` channels, ``H, W`` space.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ._torus import roll2d
+
+__all__ = ["Flow", "TranslationFlow2D"]
+
+_PADDING_MODES = ("circular", "zeros")
+
+
+def _check_padding_mode(padding_mode: str) -> bool:
+    """Return ``circular`` as a bool, or raise for an unknown mode."""
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    return padding_mode == "circular"
+
+
+class Flow(abc.ABC):
+    """A finite set V of velocities of a flow, with the action of each on images.
+
+    Subclasses define :attr:`elements` (hashable velocity values, in the order of the V
+    axis), :attr:`velocities` (the same as a tensor) and the action methods below.
+    Velocities combine additively: ``ψ_t(ν)ψ_t(ν̂) = ψ_t(ν + ν̂)``.
+    """
+
+    elements: tuple
+
+    # -- the set -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.elements)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.elements)
+
+    def __contains__(self, velocity) -> bool:
+        return self._key(velocity) in self._positions
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._identity() == self._identity()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._identity()))
+
+    def _identity(self) -> tuple:
+        return self.elements
+
+    @property
+    def _positions(self) -> dict:
+        return {v: i for i, v in enumerate(self.elements)}
+
+    @abc.abstractmethod
+    def _key(self, velocity) -> object:
+        """Normalise one velocity (tuple, list, tensor) to its hashable element."""
+
+    @abc.abstractmethod
+    def _subtract(self, a, b) -> object:
+        """The element ``a - b``."""
+
+    @property
+    @abc.abstractmethod
+    def velocities(self) -> Tensor:
+        """The velocity set as a tensor, one row per element of the V axis."""
+
+    def index(self, velocity) -> int:
+        """Position of ``velocity`` on the V axis; ``ValueError`` if it is not in V."""
+        key = self._key(velocity)
+        try:
+            return self._positions[key]
+        except KeyError:
+            raise ValueError(f"velocity {key} is not in {self!r}") from None
+
+    def partner_indices(self, velocity) -> Tensor:
+        """For each ν in V, the index of ν − ν̂ in V, or -1 where it lies outside V.
+
+        This is the relabelling of the V axis in the equivariance law
+        ``h'_t(ν) = ψ_t(ν̂) h_t(ν − ν̂)``.
+        """
+        nu_hat = self._key(velocity)
+        positions = self._positions
+        return torch.tensor(
+            [positions.get(self._subtract(nu, nu_hat), -1) for nu in self.elements],
+            dtype=torch.long,
+        )
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` velocities drawn uniformly from V (rows of :attr:`velocities`)."""
+        idx = torch.randint(len(self), (n,), generator=generator)
+        return self.velocities[idx]
+
+    # -- the action ------------------------------------------------------------------
+    @abc.abstractmethod
+    def trajectory(self, x0: Tensor, velocity: Tensor, steps: int, start: int = 0) -> Tensor:
+        """Move images along their flows: ``out[:, t] = ψ_{start+t}(ν_b) x0[b]``.
+
+        Shapes: x0 ``(B, C, H, W)``; velocity one element or ``(B, ...)``;
+        returns ``(B, steps, C, H, W)``.
+        """
+
+    @abc.abstractmethod
+    def move_frames(self, x: Tensor, velocity, start: int = 0) -> Tensor:
+        """Move a sequence by a flow: frame t is acted on by ``ψ_{start+t}(ν̂)``.
+
+        Shapes: x ``(B, T, C, H, W)``; velocity one element or ``(B, ...)``; returns x's shape.
+        """
+
+    @abc.abstractmethod
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular") -> Tensor:
+        """One step of every velocity slice along its own flow: ``out[:, i] = ψ_1(ν_i) h[:, i]``.
+
+        Shapes: h ``(B, V, C, H, W)``; returns the same shape. Differentiable, batched over V.
+        """
+
+    @abc.abstractmethod
+    def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
+        """Act on every velocity slice with the *same* element ``ψ_time(ν̂)``.
+
+        Shapes: h ``(B, T, V, C, H, W)`` with ``time`` a ``(T,)`` tensor, or
+        ``(B, V, C, H, W)`` with an integer ``time``. (The V axis is not relabelled: see
+        :meth:`partner_indices`.)
+        """
+
+
+def _as_int_pair(v, what: str) -> tuple[int, int]:
+    if isinstance(v, Tensor):
+        v = v.tolist()
+    try:
+        vy, vx = v
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a pair (v_y, v_x), got {v!r}") from None
+    out = []
+    for c in (vy, vx):
+        if isinstance(c, bool) or not float(c).is_integer():
+            raise ValueError(
+                f"{what} must be integer pixels per frame (exact shifts on the pixel grid); "
+                f"got {v!r}. Round it, or rescale time so the velocity is an integer."
+            )
+        out.append(int(c))
+    return out[0], out[1]
+
+
+class TranslationFlow2D(Flow):
+    """Translations of the 2-D pixel grid at constant integer velocity.
+
+    ``ψ_t(ν)`` shifts an image by ``t·ν`` pixels; velocities are rows ``(v_y, v_x)``
+    (pixels per frame along the H and W axes), content moving like ``torch.roll``.
+    On the torus integer shifts are exact permutations, so flow equivariance holds to the
+    last bit.
+
+    Args:
+        max_speed: the grid ``{-r..r}²`` (``(2r+1)²`` velocities, ``v_y`` major, ``v_x``
+            minor). ``max_speed=0`` is V = {(0, 0)}: a G-RNN.
+        velocities: any explicit set of distinct integer pairs, in V-axis order.
+
+    Example::
+
+        >>> TranslationFlow2D(max_speed=1)
+        TranslationFlow2D(max_speed=1)  # 9 velocities
+        >>> TranslationFlow2D(velocities=[(0, 0), (1, -2)]).velocities
+        tensor([[ 0,  0],
+                [ 1, -2]])
+    """
+
+    def __init__(
+        self, max_speed: int | None = None, *, velocities: Sequence[Sequence[int]] | None = None
+    ):
+        if (max_speed is None) == (velocities is None):
+            raise ValueError(
+                "TranslationFlow2D needs exactly one of max_speed (the grid {-r..r}^2) "
+                "or velocities (an explicit list of (v_y, v_x) pairs)"
+            )
+        if max_speed is not None:
+            if isinstance(max_speed, bool) or int(max_speed) != max_speed or max_speed < 0:
+                raise ValueError(f"max_speed must be a non-negative integer, got {max_speed!r}")
+            r = int(max_speed)
+            elements = tuple((vy, vx) for vy in range(-r, r + 1) for vx in range(-r, r + 1))
+        else:
+            if isinstance(velocities, Tensor):
+                velocities = velocities.tolist()
+            elements = tuple(_as_int_pair(v, "a velocity") for v in velocities)
+            if not elements:
+                raise ValueError("velocities must hold at least one (v_y, v_x) pair")
+            seen: set = set()
+            for v in elements:
+                if v in seen:
+                    raise ValueError(f"velocities must be distinct; {v} appears twice")
+                seen.add(v)
+        object.__setattr__(self, "elements", elements)
+        r = max(max(abs(vy), abs(vx)) for vy, vx in elements)
+        grid = tuple((vy, vx) for vy in range(-r, r + 1) for vx in range(-r, r + 1))
+        object.__setattr__(self, "max_speed", r if elements == grid else None)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __repr__(self) -> str:
+        if self.max_speed is not None:
+            return f"TranslationFlow2D(max_speed={self.max_speed})"
+        return f"TranslationFlow2D(velocities={list(self.elements)})"
+
+    def __reduce__(self):
+        return (_rebuild_translation_flow, (self.elements,))
+
+    @property
+    def velocities(self) -> Tensor:
+        """Integer tensor ``(V, 2)``; row ``i`` is ``(v_y, v_x)`` of V-axis slice ``i``."""
+        return torch.tensor(self.elements, dtype=torch.long).view(len(self), 2)
+
+    @property
+    def radius(self) -> int:
+        """The largest speed per axis in V (``r`` of the grid ``{-r..r}²``)."""
+        return max(max(abs(vy), abs(vx)) for vy, vx in self.elements)
+
+    def _key(self, velocity) -> tuple[int, int]:
+        return _as_int_pair(velocity, "a velocity")
+
+    def _subtract(self, a, b):
+        return (a[0] - b[0], a[1] - b[1])
+
+    # -- action ----------------------------------------------------------------------
+    def _velocity_rows(self, velocity, batch: int) -> Tensor:
+        """One velocity or a ``(B, 2)`` batch of them, as a ``(B, 2)`` long tensor."""
+        v = torch.as_tensor(velocity)
+        if v.dtype.is_floating_point:
+            if not torch.equal(v, v.round()):
+                raise ValueError(
+                    f"translation velocities must be integer pixels per frame; got {v.tolist()}"
+                )
+        v = v.long()
+        if v.shape == (2,):
+            return v.expand(batch, 2)
+        if v.shape == (batch, 2):
+            return v
+        raise ValueError(
+            f"expected one velocity (2,) or one per sequence ({batch}, 2); got {tuple(v.shape)}"
+        )
+
+    def trajectory(self, x0: Tensor, velocity, steps: int, start: int = 0) -> Tensor:
+        _check_images(x0, 4, "(B, C, H, W)", "trajectory x0")
+        B = x0.shape[0]
+        v = self._velocity_rows(velocity, B).to(x0.device)  # (B, 2)
+        t = torch.arange(start, start + steps, device=x0.device)  # (T,)
+        shifts = (t[None, :, None] * v[:, None, :])[:, :, None]  # (B, T, 1, 2)
+        frames = x0[:, None].expand(B, steps, *x0.shape[1:])  # (B, T, C, H, W), a view
+        return roll2d(frames, shifts)
+
+    def move_frames(self, x: Tensor, velocity, start: int = 0) -> Tensor:
+        _check_images(x, 5, "(B, T, C, H, W)", "move_frames x")
+        B, T = x.shape[:2]
+        v = self._velocity_rows(velocity, B).to(x.device)  # (B, 2)
+        t = torch.arange(start, start + T, device=x.device)  # (T,)
+        shifts = (t[None, :, None] * v[:, None, :])[:, :, None]  # (B, T, 1, 2)
+        return roll2d(x, shifts)
+
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular") -> Tensor:
+        circular = _check_padding_mode(padding_mode)
+        _check_lifted(h, len(self))
+        shifts = self.velocities.to(h.device)[None, :, None]  # (1, V, 1, 2)
+        return roll2d(h, shifts, circular=circular)
+
+    def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
+        v = torch.tensor(self._key(velocity), device=h.device)  # (2,)
+        if h.dim() == 6:  # (B, T, V, C, H, W)
+            time = torch.as_tensor(time, device=h.device).long()
+            if time.shape != (h.shape[1],):
+                raise ValueError(
+                    f"move_lifted on (B, T, V, C, H, W) needs one time per frame ({h.shape[1]},);"
+                    f" got {tuple(time.shape)}"
+                )
+            shifts = (time[:, None] * v)[None, :, None, None]  # (1, T, 1, 1, 2)
+        elif h.dim() == 5:  # (B, V, C, H, W)
+            shifts = (int(time) * v).view(1, 1, 1, 2)
+        else:
+            raise ValueError(
+                f"move_lifted needs (B, T, V, C, H, W) or (B, V, C, H, W); got {tuple(h.shape)}"
+            )
+        return roll2d(h, shifts)
+
+
+def _rebuild_translation_flow(elements):
+    return TranslationFlow2D(velocities=elements)
+
+
+def _check_images(x: Tensor, ndim: int, layout: str, what: str) -> None:
+    if not isinstance(x, Tensor) or x.dim() != ndim:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{what} must have shape {layout}; got {shape}")
+
+
+def _check_lifted(h: Tensor, num_velocities: int) -> None:
+    if h.dim() != 5 or h.shape[1] != num_velocities:
+        raise ValueError(
+            f"expected a lifted hidden state (B, V={num_velocities}, C, H, W); "
+            f"got {tuple(h.shape)}"
+        )

@@ -1,0 +1,179 @@
+"""FlowRNN: a stack of flow-equivariant recurrent layers, and pooling over velocities."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._cells import FlowRNNCell
+from ._flows import Flow
+
+__all__ = ["FlowRNN", "VelocityPool", "pool_velocities", "POOL_MODES"]
+
+POOL_MODES = ("max", "mean", "sum")
+
+
+def pool_velocities(h: Tensor, mode: str = "max", dim: int = -4) -> Tensor:
+    """Pool a lifted state over its V axis (``dim``, default the V of ``(..., V, C, H, W)``).
+
+    The pooled readout is invariant to relabelling V, so it inherits the law of the
+    lifted state up to the velocities at the edge of V (see FERNN.md §3).
+    """
+    if mode == "max":
+        return h.amax(dim)
+    if mode == "mean":
+        return h.mean(dim)
+    if mode == "sum":
+        return h.sum(dim)
+    raise ValueError(f"pool mode must be one of {POOL_MODES}, got {mode!r}")
+
+
+class VelocityPool(nn.Module):
+    """Module form of :func:`pool_velocities`. Shapes: ``(..., V, C, H, W) -> (..., C, H, W)``."""
+
+    def __init__(self, mode: str = "max"):
+        super().__init__()
+        if mode not in POOL_MODES:
+            raise ValueError(f"pool mode must be one of {POOL_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, h: Tensor) -> Tensor:
+        return pool_velocities(h, self.mode)
+
+    def extra_repr(self) -> str:
+        return repr(self.mode)
+
+
+class FlowRNN(nn.Module):
+    """A stack of flow-equivariant recurrent layers (FERNN, Keller 2025).
+
+    Layer 1 reads frames and broadcasts its input term over V; layer l+1 reads layer l's
+    lifted state velocity-wise, so the whole stack obeys the law of FERNN.md §3 exactly:
+    moving the input by ``f'_t = S_{tν̂} f_t`` gives ``out'[:, t, ν] = S_{tν̂} out[:, t, ν − ν̂]``
+    for every ν with ν − ν̂ ∈ V. ``TranslationFlow2D(max_speed=0)`` makes it a G-RNN;
+    ``transport="learned"`` a G-RNN+.
+
+    Args:
+        in_channels, hidden_channels, flow, cell, kernel_size, nonlinearity, bias,
+        padding_mode, transport: see :class:`FlowRNNCell` (shared by all layers).
+        num_layers: depth of the stack.
+        dropout: dropout on each layer's output before the next layer (not after the
+            last); identity in eval mode, where the law is exact.
+
+    Shapes:
+        x: ``(B, T, C_in, H, W)``.
+        state (optional, to continue a sequence): ``(L, B, V, C_h, H, W)``; for
+        ``cell="lstm"`` a pair ``(h, c)`` of such tensors.
+        Returns ``out`` ``(B, T, V, C_h, H, W)`` — the top layer's state after each frame —
+        and the final state in the same form as ``state``.
+
+    Example::
+
+        >>> flow = TranslationFlow2D(max_speed=1)
+        >>> rnn = FlowRNN(in_channels=1, hidden_channels=8, flow=flow)
+        >>> out, state = rnn(torch.zeros(2, 5, 1, 16, 16))
+        >>> out.shape, state.shape
+        (torch.Size([2, 5, 9, 8, 16, 16]), torch.Size([1, 2, 9, 8, 16, 16]))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        flow: Flow,
+        cell: str = "rnn",
+        num_layers: int = 1,
+        kernel_size: int = 3,
+        nonlinearity: str | None = None,
+        bias: bool | None = None,
+        padding_mode: str = "circular",
+        dropout: float = 0.0,
+        transport: str = "flow",
+    ):
+        super().__init__()
+        if not isinstance(flow, Flow):
+            raise TypeError(f"flow must be a fernn Flow (e.g. TranslationFlow2D); got {flow!r}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.flow = flow
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.cell = cell
+        self.num_layers = num_layers
+        self.layers = nn.ModuleList(
+            FlowRNNCell(
+                in_channels if layer == 0 else hidden_channels,
+                hidden_channels,
+                flow,
+                cell=cell,
+                kernel_size=kernel_size,
+                nonlinearity=nonlinearity,
+                bias=bias,
+                padding_mode=padding_mode,
+                lifted_input=layer > 0,
+                transport=transport,
+            )
+            for layer in range(num_layers)
+        )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def num_velocities(self) -> int:
+        return len(self.flow)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 5:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"FlowRNN expects a sequence (B, T, C={self.in_channels}, H, W); got {shape}"
+            )
+        if x.shape[2] != self.in_channels:
+            raise ValueError(
+                f"FlowRNN was built for C={self.in_channels} input channels; got a sequence of "
+                f"shape {tuple(x.shape)} with C={x.shape[2]}"
+            )
+
+    def _split_state(self, state, x: Tensor) -> list:
+        """Per-layer states from the stacked form, validated against the input."""
+        B, _, _, H, W = x.shape
+        expected = (self.num_layers, B, len(self.flow), self.hidden_channels, H, W)
+        if state is None:
+            return [layer.initial_state(B, H, W, x) for layer in self.layers]
+        parts = state if self.cell == "lstm" else (state,)
+        if self.cell == "lstm" and not (isinstance(state, (tuple, list)) and len(state) == 2):
+            raise ValueError("an lstm FlowRNN's state is a pair (h, c) of (L, B, V, C, H, W)")
+        for part in parts:
+            if not isinstance(part, Tensor) or tuple(part.shape) != expected:
+                got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
+                raise ValueError(
+                    f"state must have shape (L, B, V, C_h, H, W) = {expected} for this input "
+                    f"and {self.flow!r}; got {got}"
+                )
+        if self.cell == "lstm":
+            return [(state[0][layer], state[1][layer]) for layer in range(self.num_layers)]
+        return list(state.unbind(0))
+
+    def _stack_state(self, states: list):
+        if self.cell == "lstm":
+            return torch.stack([h for h, _ in states]), torch.stack([c for _, c in states])
+        return torch.stack(states)
+
+    def forward(self, x: Tensor, state=None):
+        self._check_input(x)
+        states = self._split_state(state, x)
+        T = x.shape[1]
+        layer_input = x  # (B, T, C_in, H, W), then (B, T, V, C_h, H, W)
+        for index, layer in enumerate(self.layers):
+            if index > 0:
+                layer_input = self.dropout(layer_input)
+            u = layer.input_term(layer_input)  # (B, T, 1 or V, G·C_h, H, W), all frames at once
+            s = states[index]
+            outputs = []
+            for t in range(T):
+                s = layer.step(u[:, t], s)
+                outputs.append(s[0] if layer.cell == "lstm" else s)  # (B, V, C_h, H, W)
+            states[index] = s
+            layer_input = torch.stack(outputs, dim=1)  # (B, T, V, C_h, H, W)
+        return layer_input, self._stack_state(states)

@@ -1,0 +1,120 @@
+"""Sequence classification: FlowRNN classifiers and the 3D-CNN baseline (FERNN.md §5)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from .._flows import Flow
+from .._rnn import FlowRNN, pool_velocities
+
+__all__ = ["SequenceClassifier", "CNN3DClassifier"]
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int, padding_mode: str) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode=padding_mode, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+    ]
+
+
+class SequenceClassifier(nn.Module):
+    """Frame encoder → FlowRNN → max over V at the last step → global average pool → linear.
+
+    The encoder (first conv 5×5, then 3×3, each with BatchNorm and ReLU) runs on every
+    frame; with circular padding it commutes with translations of the torus, so the
+    logits are invariant to the input flow up to the edge of V (and exactly so in eval
+    mode for V-interior velocities of the pooled state, before the spatial pooling).
+
+    Shapes: x ``(B, T, C, H, W)`` → logits ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        flow: Flow,
+        in_channels: int = 1,
+        num_classes: int = 6,
+        hidden_channels: int = 128,
+        encoder_channels: Sequence[int] = (32, 64, 128),
+        cell: str = "rnn",
+        num_layers: int = 1,
+        kernel_size: int = 3,
+        nonlinearity: str | None = "tanh",
+        padding_mode: str = "circular",
+        transport: str = "flow",
+        dropout: float = 0.0,
+        pool: str = "max",
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i, cout in enumerate(encoder_channels):
+            layers += _conv_bn_relu(cin, cout, 5 if i == 0 else 3, padding_mode)
+            cin = cout
+        self.encoder = nn.Sequential(*layers)
+        self.rnn = FlowRNN(
+            cin,
+            hidden_channels,
+            flow,
+            cell=cell,
+            num_layers=num_layers,
+            kernel_size=kernel_size,
+            nonlinearity=nonlinearity,
+            padding_mode=padding_mode,
+            dropout=dropout,
+            transport=transport,
+        )
+        self.pool = pool
+        self.head = nn.Linear(hidden_channels, num_classes)
+
+    @property
+    def flow(self) -> Flow:
+        return self.rnn.flow
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"SequenceClassifier expects (B, T, C, H, W); got {tuple(x.shape)}")
+        B, T = x.shape[:2]
+        z = self.encoder(x.flatten(0, 1))  # '(b t) c h w'
+        z = z.view(B, T, *z.shape[1:])  # (B, T, C_e, H, W)
+        out, _ = self.rnn(z)  # (B, T, V, C_h, H, W)
+        last = pool_velocities(out[:, -1], self.pool)  # (B, C_h, H, W)
+        return self.head(last.mean(dim=(-2, -1)))  # (B, num_classes)
+
+
+class CNN3DClassifier(nn.Module):
+    """The 3D-CNN baseline: three stages of 3×3×3 conv + BatchNorm + ReLU, widths
+    ``base, 2·base, 4·base``; the first halves time, the later two halve space; global
+    space-time average pool, linear head.
+
+    Shapes: x ``(B, T, C, H, W)`` → logits ``(B, num_classes)``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 6, base_channels: int = 32):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: tuple[int, int, int]) -> list[nn.Module]:
+            return [
+                nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm3d(cout),
+                nn.ReLU(),
+            ]
+
+        b = base_channels
+        self.features = nn.Sequential(
+            *block(in_channels, b, (2, 1, 1)),
+            *block(b, 2 * b, (1, 2, 2)),
+            *block(2 * b, 2 * b, (1, 1, 1)),
+            *block(2 * b, 4 * b, (1, 2, 2)),
+            *block(4 * b, 4 * b, (1, 1, 1)),
+            nn.AdaptiveAvgPool3d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * b, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"CNN3DClassifier expects (B, T, C, H, W); got {tuple(x.shape)}")
+        return self.head(self.features(x.transpose(1, 2)))  # 'b t c h w -> b c t h w'

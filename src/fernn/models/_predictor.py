@@ -1,0 +1,145 @@
+"""Next-step prediction: a FlowRNN encoder and a CNN decoder on the V-pooled state."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .._flows import Flow
+from .._rnn import FlowRNN, VelocityPool
+
+__all__ = ["NextStepPredictor", "conv_decoder"]
+
+
+def conv_decoder(
+    in_channels: int, out_channels: int, layers: int = 4, padding_mode: str = "circular"
+) -> nn.Sequential:
+    """``layers`` × (3×3 conv + ReLU) then a 3×3 conv to ``out_channels`` (no biases).
+
+    With circular padding it commutes with translations of the torus.
+    """
+    conv = dict(kernel_size=3, padding=1, padding_mode=padding_mode, bias=False)
+    blocks: list[nn.Module] = []
+    for _ in range(layers):
+        blocks += [nn.Conv2d(in_channels, in_channels, **conv), nn.ReLU()]
+    blocks.append(nn.Conv2d(in_channels, out_channels, **conv))
+    return nn.Sequential(*blocks)
+
+
+class NextStepPredictor(nn.Module):
+    """Observe ``T_in`` frames, then predict the next ``pred_len`` frames one at a time.
+
+    The encoder is a :class:`~fernn.FlowRNN`. Frame ``t + 1`` is predicted from the top
+    layer's state after frame ``t``, moved one more step along each slice's flow and
+    pooled over V::
+
+        ŷ_{t+1} = D( pool_ν  S_ν h_t(ν) )
+
+    Moving the state first makes the prediction obey the law exactly on the lifted
+    state: an input moved by ``S_{tν̂}`` moves ``ŷ_{t+1}`` by ``S_{(t+1)ν̂}`` (up to the
+    velocities at the edge of V, lost by the pooling). Each prediction is then fed back
+    as the next input (detached by default, as in the research code), or the true frame
+    with probability ``teacher_forcing`` in training.
+
+    ``refeed_last_frame=True`` reproduces the research code instead: the last observed
+    frame is fed a second time as the first decoder input and each prediction is read
+    from the un-moved state; this breaks the exact law by one step (FERNN.md §3).
+
+    Args:
+        in_channels: channels of a frame.
+        hidden_channels, flow, cell, num_layers, kernel_size, nonlinearity, padding_mode,
+        transport, dropout: the encoder (see :class:`~fernn.FlowRNN`).
+        pool: pooling over V, ``"max"`` (paper), ``"mean"`` or ``"sum"``.
+        decoder_layers: number of (3×3 conv + ReLU) blocks before the output conv.
+        refeed_last_frame, detach_feedback: see above.
+
+    Shapes:
+        x: ``(B, T_in, C, H, W)``; target (teacher forcing): ``(B, pred_len, C, H, W)``;
+        returns ``(B, pred_len, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        flow: Flow,
+        in_channels: int = 1,
+        hidden_channels: int = 128,
+        cell: str = "rnn",
+        num_layers: int = 1,
+        kernel_size: int = 3,
+        nonlinearity: str | None = None,
+        padding_mode: str = "circular",
+        transport: str = "flow",
+        dropout: float = 0.0,
+        pool: str = "max",
+        decoder_layers: int = 4,
+        refeed_last_frame: bool = False,
+        detach_feedback: bool = True,
+    ):
+        super().__init__()
+        self.rnn = FlowRNN(
+            in_channels,
+            hidden_channels,
+            flow,
+            cell=cell,
+            num_layers=num_layers,
+            kernel_size=kernel_size,
+            nonlinearity=nonlinearity,
+            padding_mode=padding_mode,
+            dropout=dropout,
+            transport=transport,
+        )
+        self.pool = VelocityPool(pool)
+        self.decoder = conv_decoder(hidden_channels, in_channels, decoder_layers, padding_mode)
+        self.refeed_last_frame = refeed_last_frame
+        self.detach_feedback = detach_feedback
+
+    @property
+    def flow(self) -> Flow:
+        return self.rnn.flow
+
+    def _top(self, state) -> Tensor:
+        """The top layer's hidden state ``(B, V, C_h, H, W)`` from a stacked state."""
+        return state[0][-1] if self.rnn.cell == "lstm" else state[-1]
+
+    def _read(self, state) -> Tensor:
+        h = self._top(state)  # (B, V, C_h, H, W)
+        if not self.refeed_last_frame:
+            h = self.rnn.layers[-1].transport(h)  # S_ν h_t(ν)
+        return self.decoder(self.pool(h))  # (B, C, H, W)
+
+    def forward(
+        self,
+        x: Tensor,
+        pred_len: int,
+        target: Tensor | None = None,
+        teacher_forcing: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        if pred_len < 1:
+            raise ValueError(f"pred_len must be at least 1, got {pred_len}")
+        if teacher_forcing > 0 and target is None:
+            raise ValueError("teacher_forcing > 0 needs the target frames")
+        if target is not None and (target.shape[:1] + target.shape[2:] != x.shape[:1] + x.shape[2:]
+                                   or target.shape[1] < pred_len):
+            raise ValueError(
+                f"target must be (B, pred_len={pred_len}, C, H, W) matching x {tuple(x.shape)};"
+                f" got {tuple(target.shape)}"
+            )
+        _, state = self.rnn(x)
+        feed = x[:, -1]  # (B, C, H, W)
+        predictions = []
+        for k in range(pred_len):
+            if k > 0 or self.refeed_last_frame:
+                _, state = self.rnn(feed[:, None], state)
+            y = self._read(state)
+            predictions.append(y)
+            use_truth = (
+                self.training
+                and teacher_forcing > 0
+                and float(torch.rand((), generator=generator)) < teacher_forcing
+            )
+            if use_truth:
+                feed = target[:, k]
+            else:
+                feed = y.detach() if self.detach_feedback else y
+        return torch.stack(predictions, dim=1)

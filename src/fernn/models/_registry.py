@@ -1,0 +1,134 @@
+"""A registry of models by name: ``get_model(name, **cfg)``, ``list_models()``.
+
+Built-in entries are presets of the model classes: ``grnn_*`` is the same class with the
+trivial velocity set, ``grnn_plus_*`` the same with a learned transport. A model's flow
+is given by ``max_speed`` (the grid {-r..r}²), ``velocities`` (an explicit list) or
+``flow`` (any :class:`~fernn.Flow` object).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from torch import nn
+
+from .._flows import Flow, TranslationFlow2D
+from ._classifier import CNN3DClassifier, SequenceClassifier
+from ._predictor import NextStepPredictor
+
+__all__ = ["register_model", "get_model", "list_models", "model_options"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator: register ``builder(**cfg) -> nn.Module`` under ``name``."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def model_options(name: str) -> dict:
+    """The configuration keys of a model and their defaults (``inspect.Parameter.empty`` if required)."""
+    sig = inspect.signature(_builder(name))
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def get_model(name: str, **cfg) -> nn.Module:
+    """Build the model registered as ``name``; unknown names or keys raise ``ValueError``."""
+    builder = _builder(name)
+    valid = model_options(name)
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for model {name!r}; valid: {', '.join(sorted(valid))}"
+        )
+    return builder(**cfg)
+
+
+def _resolve_flow(max_speed, velocities, flow) -> Flow:
+    given = [k for k, v in (("max_speed", max_speed), ("velocities", velocities), ("flow", flow))
+             if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"give only one of max_speed, velocities, flow; got {given}")
+    if flow is not None:
+        if not isinstance(flow, Flow):
+            raise TypeError(f"flow must be a fernn Flow, got {flow!r}")
+        return flow
+    if velocities is not None:
+        return TranslationFlow2D(velocities=velocities)
+    return TranslationFlow2D(max_speed=max_speed)
+
+
+def _preset(name: str, cls: type, *, fixed: dict, default_speed: int | None, doc: str) -> None:
+    """Register ``cls`` under ``name`` with some arguments fixed and a default flow."""
+    params = [
+        p for p in inspect.signature(cls).parameters.values()
+        if p.name != "flow" and p.name not in fixed
+    ]
+    takes_flow = "flow" in inspect.signature(cls).parameters
+    if takes_flow and default_speed is not None:
+        params += [
+            inspect.Parameter("max_speed", inspect.Parameter.KEYWORD_ONLY, default=None),
+            inspect.Parameter("velocities", inspect.Parameter.KEYWORD_ONLY, default=None),
+            inspect.Parameter("flow", inspect.Parameter.KEYWORD_ONLY, default=None),
+        ]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+
+    def build(**cfg) -> nn.Module:
+        kwargs = dict(fixed)
+        if takes_flow:
+            if default_speed is None:  # the trivial velocity set: a G-RNN
+                kwargs["flow"] = TranslationFlow2D(max_speed=0)
+            else:
+                speed = cfg.pop("max_speed", None)
+                velocities = cfg.pop("velocities", None)
+                flow = cfg.pop("flow", None)
+                if speed is None and velocities is None and flow is None:
+                    speed = default_speed
+                kwargs["flow"] = _resolve_flow(speed, velocities, flow)
+        kwargs.update(cfg)
+        return cls(**kwargs)
+
+    build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    build.__name__ = name
+    build.__doc__ = doc
+    register_model(name)(build)
+
+
+_preset("fernn_predictor", NextStepPredictor, fixed={}, default_speed=2,
+        doc="FERNN next-step predictor (FERNN-V2^T by default; max_speed=1 gives V1^T).")
+_preset("grnn_predictor", NextStepPredictor, fixed={}, default_speed=None,
+        doc="G-RNN next-step predictor: V = {0}, not flow equivariant.")
+_preset("grnn_plus_predictor", NextStepPredictor, fixed={"transport": "learned"}, default_speed=2,
+        doc="G-RNN+ next-step predictor: learned per-velocity kernels, not equivariant.")
+_preset("fernn_classifier", SequenceClassifier, fixed={}, default_speed=2,
+        doc="FERNN sequence classifier (KTH, FERNN-V2^T by default).")
+_preset("grnn_classifier", SequenceClassifier, fixed={}, default_speed=None,
+        doc="G-RNN sequence classifier: V = {0}.")
+_preset("grnn_plus_classifier", SequenceClassifier, fixed={"transport": "learned"},
+        default_speed=2, doc="G-RNN+ sequence classifier: learned per-velocity kernels.")
+_preset("cnn3d_classifier", CNN3DClassifier, fixed={}, default_speed=None,
+        doc="3D-CNN sequence classifier baseline.")

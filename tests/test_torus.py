@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from fernn import roll2d
+from fernn._torus import _roll_flat, _roll_rowcol
+
+
+def reference_roll(x, shifts, circular=True):
+    """Direct transcription: a Python loop of torch.roll (or a zero-filled copy)."""
+    shifts = shifts.expand(*x.shape[:-2], 2)
+    out = torch.empty_like(x)
+    H, W = x.shape[-2:]
+    for idx in torch.cartesian_prod(*[torch.arange(n) for n in x.shape[:-2]]).view(-1, x.dim() - 2):
+        idx = tuple(idx.tolist())
+        sy, sx = shifts[idx].tolist()
+        if circular:
+            out[idx] = torch.roll(x[idx], (sy, sx), (0, 1))
+        else:
+            o = torch.zeros(H, W, dtype=x.dtype)
+            for i in range(H):
+                for j in range(W):
+                    if 0 <= i - sy < H and 0 <= j - sx < W:
+                        o[i, j] = x[idx][i - sy, j - sx]
+            out[idx] = o
+    return out
+
+
+@pytest.mark.parametrize("strategy", [_roll_flat, _roll_rowcol], ids=["flat", "rowcol"])
+@pytest.mark.parametrize("circular", [True, False], ids=["torus", "zeros"])
+def test_both_strategies_match_reference(strategy, circular):
+    x = torch.randn(3, 4, 5, 7)
+    shifts = torch.randint(-9, 10, (3, 4, 2))
+    assert torch.equal(strategy(x, shifts, circular), reference_roll(x, shifts, circular))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 1), (3, 1, 1), (3, 4, 5)])
+def test_broadcast_shifts(shape):
+    x = torch.randn(3, 4, 5, 6, 6)
+    shifts = torch.randint(-3, 4, (*shape, 2))
+    assert torch.equal(roll2d(x, shifts), reference_roll(x, shifts))
+
+
+def test_expanded_input_is_not_copied_wrongly():
+    x0 = torch.randn(2, 1, 6, 6)
+    x = x0.expand(2, 5, 6, 6)
+    shifts = torch.randint(-3, 4, (2, 5, 2))
+    assert torch.equal(roll2d(x, shifts), reference_roll(x.contiguous(), shifts))
+
+
+@pytest.mark.parametrize("circular", [True, False])
+def test_gradient_is_the_adjoint(circular):
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    shifts = torch.randint(-6, 7, (2, 3, 2))
+    assert torch.autograd.gradcheck(lambda t: roll2d(t, shifts, circular), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: roll2d(t, shifts, circular), (x,))
+
+
+def test_errors():
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(TypeError, match="integer shifts"):
+        roll2d(x, torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match="leading axes"):
+        roll2d(x, torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        roll2d(x, torch.zeros(2, 5, 2, dtype=torch.long))
