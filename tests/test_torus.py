@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fernn import roll2d
-from fernn._torus import _roll_flat, _roll_rowcol
+from fernn._torus import _roll_flat, _roll_windows
 
 
 def reference_roll(x, shifts, circular=True):
@@ -25,7 +25,7 @@ def reference_roll(x, shifts, circular=True):
     return out
 
 
-@pytest.mark.parametrize("strategy", [_roll_flat, _roll_rowcol], ids=["flat", "rowcol"])
+@pytest.mark.parametrize("strategy", [_roll_flat, _roll_windows], ids=["flat", "windows"])
 @pytest.mark.parametrize("circular", [True, False], ids=["torus", "zeros"])
 def test_both_strategies_match_reference(strategy, circular):
     x = torch.randn(3, 4, 5, 7)

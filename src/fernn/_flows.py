@@ -109,11 +109,14 @@ class Flow(abc.ABC):
 
     # -- the action ------------------------------------------------------------------
     @abc.abstractmethod
-    def trajectory(self, x0: Tensor, velocity: Tensor, steps: int, start: int = 0) -> Tensor:
-        """Move images along their flows: ``out[:, t] = ψ_{start+t}(ν_b) x0[b]``.
+    def trajectory(
+        self, x0: Tensor, velocity, steps: int, start: int = 0, padding_mode: str = "circular"
+    ) -> Tensor:
+        """Move images along their flows: ``out[b, t] = ψ_{start+t}(ν_b) x0[b]``.
 
         Shapes: x0 ``(B, C, H, W)``; velocity one element or ``(B, ...)``;
-        returns ``(B, steps, C, H, W)``.
+        returns ``(B, steps, C, H, W)``. ``padding_mode="zeros"``: content that leaves the
+        frame is lost instead of wrapping (a bounded canvas).
         """
 
     @abc.abstractmethod
@@ -254,14 +257,17 @@ class TranslationFlow2D(Flow):
             f"expected one velocity (2,) or one per sequence ({batch}, 2); got {tuple(v.shape)}"
         )
 
-    def trajectory(self, x0: Tensor, velocity, steps: int, start: int = 0) -> Tensor:
+    def trajectory(
+        self, x0: Tensor, velocity, steps: int, start: int = 0, padding_mode: str = "circular"
+    ) -> Tensor:
+        circular = _check_padding_mode(padding_mode)
         _check_images(x0, 4, "(B, C, H, W)", "trajectory x0")
         B = x0.shape[0]
         v = self._velocity_rows(velocity, B).to(x0.device)  # (B, 2)
         t = torch.arange(start, start + steps, device=x0.device)  # (T,)
         shifts = (t[None, :, None] * v[:, None, :])[:, :, None]  # (B, T, 1, 2)
         frames = x0[:, None].expand(B, steps, *x0.shape[1:])  # (B, T, C, H, W), a view
-        return roll2d(frames, shifts)
+        return roll2d(frames, shifts, circular=circular)
 
     def move_frames(self, x: Tensor, velocity, start: int = 0) -> Tensor:
         _check_images(x, 5, "(B, T, C, H, W)", "move_frames x")

@@ -14,9 +14,10 @@ Two exact strategies are used, chosen by the size of the index they need:
 - *flat gather*: one ``(H*W)`` index per distinct shift, broadcast over the other axes.
   Fastest when few distinct shifts cover many images (hidden states: one shift per
   velocity, shared by batch and channels).
-- *row/column indexing*: separate row and column indices per image. Its index is
-  ``H + W`` per image instead of ``H * W``, so it wins when every image has its own shift
-  (data generation: one shift per sequence, digit and frame).
+- *window gather*: the image is tiled (torus) or surrounded by zeros, and each output is
+  one ``H×W`` window of that, picked by one index per image instead of one per pixel.
+  It wins when every image has its own shift (data generation: one shift per sequence,
+  digit and frame), where a flat index would be larger than the data.
 
 The backward pass of a shift is the shift by ``-s`` (its adjoint), so gradients cost one
 more gather rather than a scatter-add.
@@ -54,22 +55,33 @@ def _roll_flat(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
     return src.gather(-1, index).view(*lead, H, W)
 
 
-def _roll_rowcol(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
+def _roll_windows(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
     *lead, H, W = x.shape
-    rows = _source_coords(shifts, H, 0, circular)  # (*S, H)
-    cols = _source_coords(shifts, W, 1, circular)  # (*S, W)
-    if not circular:
-        # Out-of-image pixels read an appended zero row / column.
-        x = torch.nn.functional.pad(x, (0, 1, 0, 1))
-        rows = torch.where(rows < 0, torch.full_like(rows, H), rows)
-        cols = torch.where(cols < 0, torch.full_like(cols, W), cols)
     n = len(lead)
-    # One broadcast index per leading axis: no copy of an expanded input is made.
+    # Axes that are expanded (stride 0) or of size 1 need no index: read their first entry.
+    indexed = [d for d in range(n) if lead[d] > 1 and x.stride(d) != 0]
+    src = x
+    for d in reversed(range(n)):
+        if d not in indexed:
+            src = src.select(d, 0)
+    sy, sx = shifts[..., 0], shifts[..., 1]  # (*S)
+    if circular:
+        # Tile the torus: every shifted image is an H×W window of the tiling.
+        tiled = src.repeat(*([1] * (src.dim() - 2)), 2, 2)[..., : 2 * H - 1, : 2 * W - 1]
+        oy, ox = (-sy).remainder(H), (-sx).remainder(W)
+    else:
+        # Surround with zeros: windows beyond the image read zeros.
+        tiled = torch.nn.functional.pad(src, (W, W, H, H))
+        oy, ox = (H - sy).clamp(0, 2 * H), (W - sx).clamp(0, 2 * W)
+    windows = tiled.unfold(-2, H, 1).unfold(-2, W, 1)  # (*K, Y, X, H, W), a view
     lead_index = [
-        torch.arange(size, device=x.device).view(*([1] * d), size, *([1] * (n - d - 1)), 1, 1)
-        for d, size in enumerate(lead)
+        torch.arange(lead[d], device=x.device).view(*([1] * d), lead[d], *([1] * (n - d - 1)))
+        for d in indexed
     ]
-    return x[(*lead_index, rows[..., :, None], cols[..., None, :])]
+    out = windows[(*lead_index, oy, ox)]
+    if out.shape != x.shape:  # every axis the shifts broadcast over was unindexed
+        out = out.expand(x.shape).contiguous()
+    return out
 
 
 def _roll(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
@@ -77,7 +89,7 @@ def _roll(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
     images = x[..., 0, 0].numel()
     if distinct * 4 <= images:
         return _roll_flat(x, shifts, circular)
-    return _roll_rowcol(x, shifts, circular)
+    return _roll_windows(x, shifts, circular)
 
 
 class _Roll2d(torch.autograd.Function):
