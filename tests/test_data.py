@@ -259,3 +259,40 @@ def test_index_out_of_range(bank):
     ds = FlowingMNIST(bank, fernn.TranslationFlow2D(max_speed=1), num_sequences=5)
     with pytest.raises(IndexError):
         ds.batch([5])
+
+
+class _WrappedTranslation(fernn.Flow):
+    """A flow that is not a TranslationFlow2D: exercises the generic generator path
+    (centre the digit, move it about the centre, then place it) that rotation flows use."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.elements = inner.elements
+
+    velocities = property(lambda self: self.inner.velocities)
+
+    def _key(self, v):
+        return self.inner._key(v)
+
+    def _subtract(self, a, b):
+        return self.inner._subtract(a, b)
+
+    def trajectory(self, x0, v, steps, start=0, padding_mode="circular"):
+        return self.inner.trajectory(x0, v, steps, start, padding_mode)
+
+    def move_frames(self, x, v, start=0):
+        return self.inner.move_frames(x, v, start)
+
+    def move_hidden(self, h, padding_mode="circular"):
+        return self.inner.move_hidden(h, padding_mode)
+
+    def move_lifted(self, h, v, time):
+        return self.inner.move_lifted(h, v, time)
+
+
+def test_generic_flow_path_matches_translation_path(bank):
+    flow = fernn.TranslationFlow2D(max_speed=2)
+    direct = FlowingMNIST(bank, flow, seq_len=6, seed=4)
+    generic = FlowingMNIST(bank, _WrappedTranslation(flow), seq_len=6, seed=4)
+    a, b = direct.batch(range(16)), generic.batch(range(16))
+    assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["velocities"], b["velocities"])
