@@ -40,6 +40,8 @@ def test_unknown_names_and_options_raise():
     with pytest.raises(ValueError, match="only one of"):
         get_model("fernn_predictor", max_speed=1, velocities=[(0, 0)])
     assert "max_speed" in model_options("fernn_classifier")
+    with pytest.raises(ValueError, match="pool mode"):  # at construction, not at first use
+        get_model("fernn_classifier", hidden_channels=4, pool="median")
 
 
 def test_register_model_decorator():

@@ -7,7 +7,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from .._flows import Flow
-from .._rnn import FlowRNN, pool_velocities
+from .._rnn import FlowRNN, VelocityPool
 
 __all__ = ["SequenceClassifier", "CNN3DClassifier"]
 
@@ -66,7 +66,7 @@ class SequenceClassifier(nn.Module):
             dropout=dropout,
             transport=transport,
         )
-        self.pool = pool
+        self.pool = VelocityPool(pool)
         self.head = nn.Linear(hidden_channels, num_classes)
 
     @property
@@ -80,7 +80,7 @@ class SequenceClassifier(nn.Module):
         z = self.encoder(x.flatten(0, 1))  # '(b t) c h w'
         z = z.view(B, T, *z.shape[1:])  # (B, T, C_e, H, W)
         out, _ = self.rnn(z)  # (B, T, V, C_h, H, W)
-        last = pool_velocities(out[:, -1], self.pool)  # (B, C_h, H, W)
+        last = self.pool(out[:, -1])  # (B, C_h, H, W)
         return self.head(last.mean(dim=(-2, -1)))  # (B, num_classes)
 
 
