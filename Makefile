@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fernn-installed
+# MNIST for the demo: $FERNN_DATA if set, else ../shared/data when it exists (else the cache).
+SHARED_DATA := $(abspath $(wildcard ../shared/data))
 
 .PHONY: demo test install clean
 
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fernn demo
+	FERNN_DATA="$${FERNN_DATA:-$(SHARED_DATA)}" $(BIN)/fernn demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

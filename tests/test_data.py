@@ -296,3 +296,16 @@ def test_generic_flow_path_matches_translation_path(bank):
     generic = FlowingMNIST(bank, _WrappedTranslation(flow), seq_len=6, seed=4)
     a, b = direct.batch(range(16)), generic.batch(range(16))
     assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["velocities"], b["velocities"])
+
+
+def test_downloads_go_to_the_cache_not_fernn_data(mnist_copy, tmp_path, monkeypatch):
+    readonly = tmp_path / "fernn_data"
+    readonly.mkdir()
+    monkeypatch.setenv("FERNN_DATA", str(readonly))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    images, _ = load_mnist(split="test", mirrors=[mnist_copy.as_uri() + "/"], progress=False)
+    assert images.shape == (10000, 28, 28)
+    assert list(readonly.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "xdg" / "fernn" / "mnist").iterdir()) == sorted(
+        TEST_FILES
+    )

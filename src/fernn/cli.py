@@ -1,28 +1,85 @@
-"""The ``fernn`` command line."""
+"""The ``fernn`` command line: train, eval, compare, demo, configs, models, equivariance."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _train(args) -> int:
+    from .experiments import NonFiniteLossError, load_config, train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    try:
+        metrics = train(cfg, out, resume=not args.no_resume)
+    except NonFiniteLossError as exc:
+        print(f"fernn train: stopped: {exc}", file=sys.stderr)
+        return 3
+    if metrics:
+        print(f"fernn train: {cfg.name}: test MSE {metrics['test_mse']:.4e}; report {out / 'report.md'}")
+    return 0
+
+
+def _eval(args) -> int:
+    import torch
+
+    from .experiments import apply_overrides, evaluate_model, load_model
+    from .experiments._data import load_banks
+
+    model, cfg = load_model(args.run)
+    cfg = apply_overrides(cfg, args.overrides)
+    device = torch.device(args.device)
+    metrics = evaluate_model(model.to(device), cfg, load_banks(cfg).test, device)
+    text = json.dumps(metrics, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"fernn eval: wrote {args.out}")
+    print(f"fernn eval: {cfg.name}: test MSE {metrics['test_mse']:.4e}, MSE at predicted step "
+          f"{len(metrics['length']['mean'])}: {metrics['length']['mean'][-1]:.4e}")
+    return 0
+
+
+def _compare(args) -> int:
+    from .experiments import write_compare_report
+
+    report = write_compare_report(args.runs, args.out, title=args.title)
+    print(f"fernn compare: report {report}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .experiments._demo import run_demo
+
+    run_demo(args.out, args.overrides)
+    return 0
+
+
+def _equivariance(args) -> int:
     from .showcase import write_equivariance_report
 
-    print(f"fernn demo: measuring flow equivariance of FERNN-V1/V2, G-RNN and G-RNN+ "
-          f"(rnn, gru, lstm cells) ...", flush=True)
     report = write_equivariance_report(args.out)
     print(report.read_text(encoding="utf-8"))
     print(f"report written to {report}")
     return 0
 
 
-def _models(args: argparse.Namespace) -> int:
+def _configs(args) -> int:
+    from .experiments import shipped_configs
+
+    for name, path in sorted(shipped_configs().items()):
+        first = path.read_text().splitlines()[0].lstrip("# ")
+        print(f"{name:24s} {first}")
+    return 0
+
+
+def _models(args) -> int:
     from .models import list_models, model_options
 
     for name in list_models():
-        options = ", ".join(sorted(model_options(name)))
-        print(f"{name}: {options}")
+        print(f"{name}: {', '.join(sorted(model_options(name)))}")
     return 0
 
 
@@ -34,17 +91,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fernn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="measure and report the equivariance of FERNN vs baselines")
-    demo.add_argument("--out", default="demo", help="output directory (default: ./demo)")
-    demo.set_defaults(func=_demo)
-    models = sub.add_parser("models", help="list the registered models and their options")
-    models.set_defaults(func=_models)
+
+    p = sub.add_parser("train", help="train, evaluate and report one experiment")
+    p.add_argument("config", help="a TOML file, a shipped config name (see `fernn configs`), "
+                                  "or a run directory")
+    p.add_argument("overrides", nargs="*", help="key=value (model_options.KEY=value)")
+    p.add_argument("--out", help="run directory (default: runs/<name>); resumes if it holds a "
+                                 "checkpoint of the same config")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained model (run dir, .safetensors or .ckpt)")
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", help="evaluation settings, e.g. length_frames=70")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="write the metrics JSON here")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("compare", help="one report across several runs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default="compare")
+    p.add_argument("--title", default="Comparison")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("demo", help="train a G-RNN and a FERNN-V1 on CPU and compare (~10 min)")
+    p.add_argument("--out", default="demo")
+    p.add_argument("overrides", nargs="*", help="key=value applied to both demo configs")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("equivariance", help="measure the flow equivariance of FERNN vs baselines")
+    p.add_argument("--out", default="equivariance")
+    p.set_defaults(func=_equivariance)
+
+    sub.add_parser("configs", help="list the shipped configs").set_defaults(func=_configs)
+    sub.add_parser("models", help="list the registered models").set_defaults(func=_models)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fernn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

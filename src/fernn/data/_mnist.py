@@ -1,8 +1,9 @@
 """MNIST: the standard IDX files, checksummed, found locally or downloaded atomically.
 
-Where files are looked for, in order: the ``root`` argument, else ``$FERNN_DATA``, else the
-cache ``$XDG_CACHE_HOME/fernn/mnist`` (``~/.cache/fernn/mnist``); in each, the directory
-itself and its ``mnist/`` subdirectory. Gzipped files are verified against the official
+Where files are looked for: the ``root`` argument if given; else ``$FERNN_DATA`` and then
+the cache ``$XDG_CACHE_HOME/fernn/mnist`` (``~/.cache/fernn/mnist``); in each, the
+directory itself and its ``mnist/`` subdirectory. Missing files are downloaded into
+``root`` if given, else into the cache (``$FERNN_DATA`` is only read). Gzipped files are verified against the official
 MD5 sums; raw (uncompressed) files are verified by their IDX header and size. Missing
 files are downloaded (when allowed) from the usual public mirrors into the directory,
 through a temporary file that is checked before it is renamed into place, so nothing
@@ -46,14 +47,18 @@ _IDX_MAGIC = {3: 2051, 1: 2049}  # images (N, rows, cols), labels (N,)
 
 
 def mnist_dir(root: str | os.PathLike | None = None) -> Path:
-    """The directory MNIST is read from (and downloaded into): see the module docstring."""
+    """The directory MNIST is downloaded into: ``root`` if given, else the cache."""
     if root is not None:
         return Path(root).expanduser()
-    env = os.environ.get("FERNN_DATA")
-    if env:
-        return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "fernn" / "mnist"
+
+
+def _search_dirs(root) -> list[Path]:
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = os.environ.get("FERNN_DATA")
+    return ([Path(env).expanduser()] if env else []) + [mnist_dir()]
 
 
 def _md5(path: Path) -> str:
@@ -64,12 +69,13 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _find(directory: Path, name: str) -> Path | None:
-    """The gzipped file or its raw form, in ``directory`` or ``directory/mnist``."""
-    for folder in (directory, directory / "mnist"):
-        for candidate in (folder / name, folder / name[: -len(".gz")]):
-            if candidate.is_file():
-                return candidate
+def _find(directories: list[Path], name: str) -> Path | None:
+    """The gzipped file or its raw form, in a directory or its ``mnist/`` subdirectory."""
+    for directory in directories:
+        for folder in (directory, directory / "mnist"):
+            for candidate in (folder / name, folder / name[: -len(".gz")]):
+                if candidate.is_file():
+                    return candidate
     return None
 
 
@@ -162,8 +168,10 @@ def load_mnist(
     """
     if split not in MNIST_FILES:
         raise ValueError(f"split must be one of {sorted(MNIST_FILES)}, got {split!r}")
-    directory = mnist_dir(root)
-    paths = {name: _find(directory, name) for name in MNIST_FILES[split]}
+    searched = _search_dirs(root)
+    directory = mnist_dir(root)  # where downloads go
+    where = " or ".join(str(d) for d in searched)
+    paths = {name: _find(searched, name) for name in MNIST_FILES[split]}
     missing = [name for name, path in paths.items() if path is None]
     if missing and download:
         errors = []
@@ -175,15 +183,16 @@ def load_mnist(
         missing = [name for name, path in paths.items() if path is None]
         if missing:
             raise FileNotFoundError(
-                f"MNIST {split} files {missing} are not in {directory} and could not be "
-                "downloaded:\n" + "\n".join(errors) + "\nPut the files there, or point "
-                "FERNN_DATA (or root=) at a directory that holds them."
+                f"MNIST {split} files {missing} are not in {where} and could not be "
+                f"downloaded into {directory} (offline?). Put the files there, or point "
+                "FERNN_DATA (or root=) at a directory that holds them. Download errors:\n"
+                + "\n".join(errors)
             )
     elif missing:
         raise FileNotFoundError(
-            f"MNIST {split} files {missing} are not in {directory} (nor {directory / 'mnist'}); "
-            "put them there, point FERNN_DATA (or root=) at a directory that holds them, or "
-            "allow download=True."
+            f"MNIST {split} files {missing} are not in {where} (nor their mnist/ "
+            "subdirectories); put them there, point FERNN_DATA (or root=) at a directory that "
+            "holds them, or allow download=True."
         )
     image_path, label_path = (paths[name] for name in MNIST_FILES[split])
     for path in (image_path, label_path):

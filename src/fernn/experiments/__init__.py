@@ -1,0 +1,31 @@
+"""Experiments: configs, the training engine, evaluation and reports (the ``train`` extra).
+
+    from fernn.experiments import load_config, train
+    cfg = load_config("flowing_mnist_fernn_v2", ["epochs=1"])
+    metrics = train(cfg, "runs/fernn_v2")
+
+Importing this package needs PyTorch Lightning (``pip install fernn[train]``); the core
+layers do not.
+"""
+
+from ._checkpoint import load_model, save_model
+from ._config import Config, apply_overrides, config_to_toml, load_config, shipped_configs
+from ._engine import NonFiniteLossError, train
+from ._evaluate import evaluate_model
+from ._report import load_metrics, write_compare_report, write_run_report
+
+__all__ = [
+    "Config",
+    "NonFiniteLossError",
+    "apply_overrides",
+    "config_to_toml",
+    "evaluate_model",
+    "load_config",
+    "load_metrics",
+    "load_model",
+    "save_model",
+    "shipped_configs",
+    "train",
+    "write_compare_report",
+    "write_run_report",
+]

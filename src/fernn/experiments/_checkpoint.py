@@ -1,0 +1,97 @@
+"""Checkpoints that carry their config and version and load without unpickling code.
+
+- Training checkpoints (Lightning's ``.ckpt``, for resuming) are written atomically — to
+  a temporary file in the same directory, then renamed — and read back with
+  ``torch.load(weights_only=True)``, which refuses to execute code.
+- The trained model is exported as ``model.safetensors`` (weights only) beside
+  ``model.json`` (the config, the fernn version); :func:`load_model` rebuilds it from the
+  registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..models import get_model
+from ._config import Config
+
+__all__ = ["atomic_torch_save", "save_model", "load_model"]
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_bytes(data: bytes, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(model: nn.Module, cfg: Config, directory: str | os.PathLike) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` (config + version) into ``directory``."""
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"fernn_version": __version__, "config": cfg.to_dict()}
+    _atomic_write_bytes(save(state, metadata={"fernn_version": __version__}),
+                        directory / "model.safetensors")
+    _atomic_write_bytes(json.dumps(meta, indent=2).encode(), directory / "model.json")
+    return directory / "model.safetensors"
+
+
+def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, Config]:
+    """Rebuild a trained model from a run directory, a ``model.safetensors`` (with its
+    ``model.json``) or a training ``.ckpt``; nothing is unpickled."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix == ".ckpt":
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        if "fernn_config" not in ckpt:
+            raise ValueError(f"{path} is not a fernn training checkpoint (no fernn_config)")
+        cfg = Config(**ckpt["fernn_config"])
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
+                 if k.startswith("model.")}
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        meta_path = path.with_name("model.json")
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} (the config of {path.name}) is missing")
+        meta = json.loads(meta_path.read_text())
+        cfg = Config(**meta["config"])
+        state = load_file(path, device=map_location)
+    else:
+        raise ValueError(
+            f"cannot load a model from {path}: give a run directory, a model.safetensors or a .ckpt"
+        )
+    model = get_model(cfg.model, **cfg.model_options)
+    model.load_state_dict(state, strict=True)  # a mismatch raises: never random weights
+    return model, cfg
