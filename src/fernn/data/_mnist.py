@@ -17,13 +17,14 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .._atomic import atomic_open
 
 __all__ = ["load_mnist", "mnist_dir", "MNIST_FILES", "MNIST_MD5", "MNIST_MIRRORS"]
 
@@ -113,15 +114,15 @@ def _verify(path: Path) -> None:
 
 def _download(name: str, directory: Path, mirrors, progress: bool) -> Path:
     """Fetch ``name`` into ``directory`` from the first mirror that serves it intact."""
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
     failures = []
     for mirror in mirrors:
         url = mirror + name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            # The file lands only if it arrived whole and passed its checksum.
+            with atomic_open(target) as out, urllib.request.urlopen(url, timeout=60) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
+                digest = hashlib.md5()
                 bar = None
                 if progress:
                     from tqdm.auto import tqdm
@@ -129,20 +130,16 @@ def _download(name: str, directory: Path, mirrors, progress: bool) -> Path:
                     bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}")
                 for block in iter(lambda: response.read(1 << 16), b""):
                     out.write(block)
+                    digest.update(block)
                     if bar is not None:
                         bar.update(len(block))
                 if bar is not None:
                     bar.close()
-            actual = _md5(Path(tmp))
-            if actual != MNIST_MD5[name]:
-                raise ValueError(f"checksum mismatch (md5 {actual})")
-            os.replace(tmp, target)
+                if digest.hexdigest() != MNIST_MD5[name]:
+                    raise ValueError(f"checksum mismatch (md5 {digest.hexdigest()})")
             return target
         except Exception as exc:  # any failure: next mirror; nothing is left behind
             failures.append(f"{url}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     raise RuntimeError(f"could not download {name} into {directory}:\n  " + "\n  ".join(failures))
 
 

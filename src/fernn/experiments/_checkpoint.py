@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .._atomic import atomic_open
 from .._version import __version__
 from ..models import get_model
 from ._config import Config
@@ -26,30 +26,9 @@ __all__ = ["atomic_torch_save", "save_model", "load_model"]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` through :func:`~fernn._atomic.atomic_open`: never half-written."""
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
 
 
 def save_model(model: nn.Module, cfg: Config, directory: str | os.PathLike) -> Path:
@@ -60,9 +39,10 @@ def save_model(model: nn.Module, cfg: Config, directory: str | os.PathLike) -> P
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"fernn_version": __version__, "config": cfg.to_dict()}
-    _atomic_write_bytes(save(state, metadata={"fernn_version": __version__}),
-                        directory / "model.safetensors")
-    _atomic_write_bytes(json.dumps(meta, indent=2).encode(), directory / "model.json")
+    with atomic_open(directory / "model.safetensors") as fh:
+        fh.write(save(state, metadata={"fernn_version": __version__}))
+    with atomic_open(directory / "model.json", "w") as fh:
+        json.dump(meta, fh, indent=2)
     return directory / "model.safetensors"
 
 

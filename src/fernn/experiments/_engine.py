@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .._atomic import atomic_open
 from .._version import __version__
 from ..models import get_model
 from ._checkpoint import atomic_torch_save, save_model
@@ -199,9 +200,8 @@ def hardware() -> str:
 
 
 def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as fh:
+        json.dump(data, fh, indent=2)
 
 
 def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:

@@ -19,6 +19,17 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str | None = None):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def learning_curves(curves: dict) -> "object":
     """``curves``: label → (steps, values); log-scale MSE against training step."""
     plt = _plt()
@@ -26,12 +37,7 @@ def learning_curves(curves: dict) -> "object":
     for label, (steps, values) in curves.items():
         ax.plot(steps, values, label=label, marker="o" if len(steps) < 30 else None)
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("MSE")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "training step", "MSE")
 
 
 def length_curves(runs: dict, trained_frames: int | None = None) -> "object":
@@ -48,13 +54,8 @@ def length_curves(runs: dict, trained_frames: int | None = None) -> "object":
         ax.axvline(trained_frames, color="grey", linestyle="--", linewidth=1,
                    label="trained horizon")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("predicted step")
-    ax.set_ylabel("MSE (mean ± std over sequences)")
-    ax.set_title("Length generalisation")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "predicted step", "MSE (mean ± std over sequences)",
+                   "Length generalisation")
 
 
 def velocity_heatmap(mse, grid: int, title: str = "Velocity generalisation",
