@@ -11,8 +11,10 @@ Submodules: ``fernn.models`` (registry of predictors and classifiers), ``fernn.d
 """
 
 from ._cells import CELL_TYPES, NONLINEARITIES, FlowRNNCell, FlowTransport, LearnedTransport
-from ._flows import Flow, TranslationFlow2D
+from ._flows import Flow, RotationFlow2D, TranslationFlow2D
+from ._group_conv import GroupConv2d, LiftingConv2d
 from ._rnn import POOL_MODES, FlowRNN, VelocityPool, pool_velocities
+from ._rotation import rotate
 from ._torus import roll2d
 from ._version import __version__
 
@@ -21,6 +23,9 @@ __all__ = [
     "NONLINEARITIES",
     "POOL_MODES",
     "Flow",
+    "GroupConv2d",
+    "LiftingConv2d",
+    "RotationFlow2D",
     "FlowRNN",
     "FlowRNNCell",
     "FlowTransport",
@@ -30,4 +35,5 @@ __all__ = [
     "__version__",
     "pool_velocities",
     "roll2d",
+    "rotate",
 ]

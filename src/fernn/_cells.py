@@ -109,7 +109,8 @@ class FlowRNNCell(nn.Module):
 
     Args:
         in_channels: channels of the input (per velocity slice if ``lifted_input``).
-        hidden_channels: channels of each velocity slice of the hidden state.
+        hidden_channels: channels (fields, for a flow with a fibre such as rotations: each
+            then has ``flow.fibre`` orientation channels) of each velocity slice.
         flow: the velocity set V and its action (e.g. ``TranslationFlow2D(max_speed=2)``).
         cell: ``"rnn"`` (the paper's update), ``"gru"`` or ``"lstm"``.
         kernel_size: odd size of the U and W convolutions.
@@ -173,9 +174,12 @@ class FlowRNNCell(nn.Module):
         self.nonlinearity = nonlinearity
         self.lifted_input = lifted_input
         gates = _GATES[cell]
-        conv = dict(kernel_size=kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
-        self.conv_in = nn.Conv2d(in_channels, gates * hidden_channels, bias=bias, **conv)  # U
-        self.conv_hid = nn.Conv2d(hidden_channels, gates * hidden_channels, bias=False, **conv)  # W
+        # The flow supplies convolutions that commute with its action: ordinary ones for
+        # translations, C_N lifting/group convolutions for rotations.
+        self.conv_in = flow.make_conv(in_channels, gates * hidden_channels, kernel_size, bias,
+                                      padding_mode, input_on_group=lifted_input)  # U
+        self.conv_hid = flow.make_conv(hidden_channels, gates * hidden_channels, kernel_size,
+                                       False, padding_mode, input_on_group=True)  # W
         self._phi = NONLINEARITIES[nonlinearity]
         if cell == "lstm" and bias:
             with torch.no_grad():  # forget gate starts open: the usual LSTM initialisation
@@ -202,9 +206,14 @@ class FlowRNNCell(nn.Module):
         u = u.view(*lead, *u.shape[1:])
         return u if self.lifted_input else u.unsqueeze(2)
 
+    @property
+    def state_channels(self) -> int:
+        """Channels of a hidden slice: ``hidden_channels`` fields × the flow's fibre."""
+        return self.hidden_channels * self.flow.fibre
+
     def initial_state(self, batch: int, height: int, width: int, like: Tensor):
-        """Zero state ``(B, V, C_h, H, W)`` (a pair for ``lstm``) on ``like``'s device and dtype."""
-        h = like.new_zeros(batch, len(self.flow), self.hidden_channels, height, width)
+        """Zero state ``(B, V, C_h·fibre, H, W)`` (a pair for ``lstm``), ``like``'s device and dtype."""
+        h = like.new_zeros(batch, len(self.flow), self.state_channels, height, width)
         return (h, h.clone()) if self.cell == "lstm" else h
 
     def step(self, u: Tensor, state):

@@ -19,11 +19,12 @@ import abc
 from typing import Iterator, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ._rotation import bins_to_degrees, degrees_to_bins, rotate
 from ._torus import roll2d
 
-__all__ = ["Flow", "TranslationFlow2D"]
+__all__ = ["Flow", "TranslationFlow2D", "RotationFlow2D"]
 
 _PADDING_MODES = ("circular", "zeros")
 
@@ -106,6 +107,30 @@ class Flow(abc.ABC):
         """``n`` velocities drawn uniformly from V (rows of :attr:`velocities`)."""
         idx = torch.randint(len(self), (n,), generator=generator)
         return self.velocities[idx]
+
+    # -- what the layers need from a flow -----------------------------------------------
+    fibre: int = 1
+    """Channels per field of a lifted feature (N orientations for rotations, 1 otherwise)."""
+
+    def make_conv(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool,
+                  padding_mode: str, input_on_group: bool) -> nn.Module:
+        """A convolution that commutes with this flow's action on one velocity slice.
+
+        ``in_channels``/``out_channels`` count fields; ``input_on_group``: the input already
+        carries the fibre (hidden states, deeper layers) rather than plain image channels.
+        The default is an ordinary convolution: it commutes with translations.
+        """
+        return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
+                         padding_mode=padding_mode, bias=bias)
+
+    def pool_fibre(self, x: Tensor, mode: str = "max") -> Tensor:
+        """Pool each field over its fibre: ``(..., F·fibre, H, W) → (..., F, H, W)``."""
+        return x
+
+    def random_pose(self, x0: Tensor, u: Tensor) -> Tensor:
+        """Put each image ``(B, C, H, W)`` in a random starting pose from uniforms ``u (B,)``
+        (data generation). Identity by default: translations are placed by the generator."""
+        return x0
 
     # -- the action ------------------------------------------------------------------
     @abc.abstractmethod
@@ -300,6 +325,175 @@ class TranslationFlow2D(Flow):
                 f"move_lifted needs (B, T, V, C, H, W) or (B, V, C, H, W); got {tuple(h.shape)}"
             )
         return roll2d(h, shifts)
+
+
+class RotationFlow2D(Flow):
+    """Rotations about the frame centre at constant angular velocity, on C_N-lifted features.
+
+    ``ψ_t(ω)`` rotates an image by ``t·ω`` degrees (counter-clockwise as displayed). On a
+    lifted feature — ``fields × N`` orientation channels, field-major — it also rolls each
+    field's orientation axis by ``t·ω·N/360`` bins, so every ω must be a multiple of
+    ``360/N`` (others raise: the orientation axis could not follow them). Quarter turns
+    are exact permutations; other angles are interpolated (bilinear), so the law holds
+    approximately there: measured in docs/equivariance.md.
+
+    Args:
+        angular_velocities: degrees per frame, distinct, in V-axis order.
+        order: N of the cyclic group C_N (N = 36 gives 10° bins, the paper's setting).
+
+    Example::
+
+        >>> RotationFlow2D(angular_velocities=[-20, -10, 0, 10, 20], order=36)
+        RotationFlow2D(angular_velocities=[-20, -10, 0, 10, 20], order=36)
+    """
+
+    def __init__(self, angular_velocities: Sequence[float], order: int = 36):
+        if isinstance(order, bool) or int(order) != order or order < 1:
+            raise ValueError(f"order N must be a positive integer, got {order!r}")
+        order = int(order)
+        if isinstance(angular_velocities, Tensor):
+            angular_velocities = angular_velocities.tolist()
+        angular_velocities = list(angular_velocities)
+        if not angular_velocities:
+            raise ValueError("angular_velocities must hold at least one angle (degrees per frame)")
+        bins = [degrees_to_bins(float(w), order) for w in angular_velocities]
+        seen: dict = {}
+        for w, b in zip(angular_velocities, bins):
+            if b in seen:
+                raise ValueError(f"angular velocities must be distinct; {seen[b]}° and {w}° coincide")
+            seen[b] = w
+        object.__setattr__(self, "order", order)
+        object.__setattr__(self, "bins", tuple(bins))
+        object.__setattr__(self, "elements", tuple(bins_to_degrees(b, order) for b in bins))
+        object.__setattr__(self, "fibre", order)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __repr__(self) -> str:
+        angles = [int(w) if float(w).is_integer() else w for w in self.elements]
+        return f"RotationFlow2D(angular_velocities={angles}, order={self.order})"
+
+    def __reduce__(self):
+        return (RotationFlow2D, (list(self.elements), self.order))
+
+    def _identity(self) -> tuple:
+        return (self.elements, self.order)
+
+    @property
+    def velocities(self) -> Tensor:
+        """Angular velocities ``(V,)`` in degrees per frame (float64)."""
+        return torch.tensor(self.elements, dtype=torch.float64)
+
+    def _key(self, velocity) -> float:
+        if isinstance(velocity, Tensor):
+            velocity = velocity.reshape(-1)
+            if velocity.numel() != 1:
+                raise ValueError(f"an angular velocity is one number, got {velocity.tolist()}")
+            velocity = velocity.item()
+        return bins_to_degrees(degrees_to_bins(float(velocity), self.order), self.order)
+
+    def _subtract(self, a, b):
+        return bins_to_degrees(
+            degrees_to_bins(a, self.order) - degrees_to_bins(b, self.order), self.order
+        )
+
+    def _angles(self, velocity, batch: int, device) -> Tensor:
+        """One angular velocity or one per item, validated, as ``(B,)`` float64 degrees."""
+        w = torch.as_tensor(velocity, dtype=torch.float64).reshape(-1)
+        if w.numel() == 1:
+            w = w.expand(batch)
+        if w.shape != (batch,):
+            raise ValueError(
+                f"expected one angular velocity or one per item ({batch},); got {tuple(w.shape)}"
+            )
+        for value in set(w.tolist()):
+            degrees_to_bins(value, self.order)
+        return w.to(device)
+
+    def _roll_orientations(self, h: Tensor, bins: Tensor) -> Tensor:
+        """Roll each field's orientation axis: ``h (*L, F·N, H, W)``, ``bins`` broadcastable to L."""
+        *lead, C, H, W = h.shape
+        N = self.order
+        if C % N:
+            raise ValueError(
+                f"a C_{N}-lifted feature has fields × {N} channels; got {C} channels in "
+                f"{tuple(h.shape)}"
+            )
+        bins = torch.as_tensor(bins, device=h.device).long().expand(lead)
+        n = torch.arange(N, device=h.device)
+        index = (n - bins[..., None]).remainder(N)  # out[n] = in[n − bins]
+        fields = h.reshape(*lead, C // N, N, H, W)
+        index = index[..., None, :, None, None].expand(fields.shape)
+        return fields.gather(len(lead) + 1, index).reshape(h.shape)
+
+    def trajectory(self, x0: Tensor, velocity, steps: int, start: int = 0,
+                   padding_mode: str = "circular") -> Tensor:
+        _check_padding_mode(padding_mode)
+        _check_images(x0, 4, "(B, C, H, W)", "trajectory x0")
+        B = x0.shape[0]
+        w = self._angles(velocity, B, x0.device)
+        t = torch.arange(start, start + steps, device=x0.device, dtype=torch.float64)
+        frames = x0[:, None].expand(B, steps, *x0.shape[1:])
+        return rotate(frames, w[:, None] * t[None, :])
+
+    def move_frames(self, x: Tensor, velocity, start: int = 0) -> Tensor:
+        _check_images(x, 5, "(B, T, C, H, W)", "move_frames x")
+        B, T = x.shape[:2]
+        w = self._angles(velocity, B, x.device)
+        t = torch.arange(start, start + T, device=x.device, dtype=torch.float64)
+        return rotate(x, w[:, None] * t[None, :])
+
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular") -> Tensor:
+        _check_padding_mode(padding_mode)
+        _check_lifted(h, len(self))
+        angles = self.velocities.to(h.device)[None, :]  # (1, V)
+        bins = torch.tensor(self.bins, device=h.device)[None, :]
+        return self._roll_orientations(rotate(h, angles.expand(h.shape[:2])), bins)
+
+    def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
+        w = self._key(velocity)
+        b = degrees_to_bins(w, self.order)
+        if h.dim() == 6:  # (B, T, V, C, H, W)
+            time = torch.as_tensor(time, device=h.device).long()
+            if time.shape != (h.shape[1],):
+                raise ValueError(
+                    f"move_lifted on (B, T, V, C, H, W) needs one time per frame ({h.shape[1]},);"
+                    f" got {tuple(time.shape)}"
+                )
+            lead = h.shape[:3]
+            angles = (time.double() * w)[None, :, None].expand(lead)
+            bins = (time * b)[None, :, None].expand(lead)
+        elif h.dim() == 5:  # (B, V, C, H, W)
+            angles = torch.full(h.shape[:2], float(time) * w, dtype=torch.float64)
+            bins = torch.full(h.shape[:2], int(time) * b, device=h.device)
+        else:
+            raise ValueError(
+                f"move_lifted needs (B, T, V, C, H, W) or (B, V, C, H, W); got {tuple(h.shape)}"
+            )
+        return self._roll_orientations(rotate(h, angles), bins)
+
+    def make_conv(self, in_channels, out_channels, kernel_size, bias, padding_mode,
+                  input_on_group):
+        from ._group_conv import GroupConv2d, LiftingConv2d
+
+        if input_on_group:
+            return GroupConv2d(in_channels, out_channels, kernel_size, self.order, bias, padding_mode)
+        return LiftingConv2d(in_channels, out_channels, kernel_size, self.order, bias, padding_mode)
+
+    def pool_fibre(self, x: Tensor, mode: str = "max") -> Tensor:
+        *lead, C, H, W = x.shape
+        fields = x.reshape(*lead, C // self.order, self.order, H, W)
+        if mode == "max":
+            return fields.amax(-3)
+        if mode == "mean":
+            return fields.mean(-3)
+        if mode == "sum":
+            return fields.sum(-3)
+        raise ValueError(f"pool mode must be 'max', 'mean' or 'sum', got {mode!r}")
+
+    def random_pose(self, x0: Tensor, u: Tensor) -> Tensor:
+        return rotate(x0, u.to(torch.float64) * 360.0)
 
 
 def _rebuild_translation_flow(elements):

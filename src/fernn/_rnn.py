@@ -138,7 +138,7 @@ class FlowRNN(nn.Module):
     def _split_state(self, state, x: Tensor) -> list:
         """Per-layer states from the stacked form, validated against the input."""
         B, _, _, H, W = x.shape
-        expected = (self.num_layers, B, len(self.flow), self.hidden_channels, H, W)
+        expected = (self.num_layers, B, len(self.flow), self.hidden_channels * self.flow.fibre, H, W)
         if state is None:
             return [layer.initial_state(B, H, W, x) for layer in self.layers]
         parts = state if self.cell == "lstm" else (state,)

@@ -145,7 +145,7 @@ def flow_equivariance_error(
         if not bool(valid.any()):
             raise ValueError(
             f"no velocity ν of {flow!r} has its partner ν − {nu} in V; to test a G-RNN "
-            "(V = {{0}}), compare its state as frames: output='frames', "
+            "(V = {0}), compare its state as frames: output='frames', "
             "readout=lambda h: h[:, :, 0]"
         )
         times = torch.arange(start, start + y.shape[1], device=y.device)

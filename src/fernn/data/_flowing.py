@@ -27,7 +27,7 @@ from ._sources import DigitBank
 
 __all__ = ["FlowingMNIST"]
 
-_STREAMS = 4  # random numbers per digit: bank index, velocity, start row, start column
+_STREAMS = 5  # random numbers per digit: bank index, velocity, start row, start column, pose
 
 
 class FlowingMNIST(Dataset):
@@ -45,7 +45,11 @@ class FlowingMNIST(Dataset):
         velocities: the set each digit's velocity is drawn from (default: the flow's V).
             One velocity, e.g. ``[(2, -1)]``, gives every digit that velocity
             (velocity-generalisation grids). Need not lie in the flow's V.
-        bounded: digits start inside the frame and leave it (no wrap-around).
+        bounded: digits start inside the frame and leave it (no wrap-around; translations).
+
+    With a :class:`~fernn.RotationFlow2D` (Rotating MNIST) each digit turns about its own
+    centre from a uniform random angle, by its own angular velocity (bilinear
+    interpolation), at a uniform random position on the torus.
         num_sequences: the dataset's length (default: one per digit of the bank).
 
     Items (``ds[i]``): ``"frames"`` float32 ``(T, 1, H, W)`` in [0, 1]; ``"velocities"``
@@ -147,6 +151,7 @@ class FlowingMNIST(Dataset):
                 [(u[..., 2] * span_y).long().clamp(max=span_y - 1),
                  (u[..., 3] * span_x).long().clamp(max=span_x - 1)], -1
             ),  # (B, D, 2) top-left corner
+            "pose": u[..., 4],  # (B, D) uniform: the flow's random starting pose (rotation angle)
         }
 
     def batch(self, indices, device: torch.device | str | None = None) -> dict:
@@ -171,10 +176,12 @@ class FlowingMNIST(Dataset):
                 padding_mode="zeros" if self.bounded else "circular",
             )  # (B·D, T, 1, S, S)
         else:
-            # Other flows act about the frame centre: centre the digit, move, then place.
+            # Other flows act about the frame centre (a rotating digit turns about its own
+            # centre): centre the digit, give it a random starting pose, move, then place.
             centre = torch.tensor([(S - h) // 2, (S - w) // 2], device=device)
             centred = roll2d(canvas, centre.view(1, 1, 2))
-            paths = self.flow.trajectory(centred, velocities.view(B * D, -1).to(device), T)
+            posed = self.flow.random_pose(centred, choice["pose"].flatten().to(device))
+            paths = self.flow.trajectory(posed, velocities.view(B * D, -1).to(device), T)
             offset = (position - centre).view(B * D, 1, 1, 2)
             paths = roll2d(paths, offset)
         frames = paths.view(B, D, T, 1, S, S).sum(1).clamp_(0.0, 1.0)  # (B, T, 1, S, S)

@@ -32,7 +32,11 @@ class Config:
     digits: str = "mnist"  # "mnist" | "mnist-test-split" | "font"
     digits_fallback: str | None = None  # "font": use offline digits (announced) if MNIST is missing
     data_root: str | None = None  # MNIST directory (default: $FERNN_DATA or the cache)
-    data_max_speed: int = 2  # training velocities {-r..r}^2 per digit
+    flow: str = "translation"  # "translation" (Flowing MNIST) | "rotation" (Rotating MNIST)
+    data_max_speed: int = 2  # translation: training velocities {-r..r}^2 per digit
+    order: int = 36  # rotation: N of C_N for the data's angular velocities
+    data_angular_velocities: list = field(default_factory=lambda: list(range(-40, 41, 10)))
+    test_angular_velocities: list = field(default_factory=lambda: list(range(-50, 51, 10)))
     num_digits: int = 2
     size: int = 28
     input_frames: int = 10
@@ -61,7 +65,7 @@ class Config:
     eval_batch_size: int = 100
     length_frames: int = 70  # predicted frames in the length-generalisation test
     length_sequences: int = 200
-    velocity_grid: int = 2  # velocity-generalisation grid {-r..r}^2 (one fixed velocity per cell)
+    velocity_grid: int = 2  # translation: test grid {-r..r}^2 (one fixed velocity per cell)
     velocity_sequences: int = 100
 
     def __post_init__(self) -> None:
@@ -70,6 +74,13 @@ class Config:
     def validate(self) -> None:
         if self.digits not in DIGIT_SOURCES:
             raise ValueError(f"digits must be one of {DIGIT_SOURCES}, got {self.digits!r}")
+        if self.flow not in ("translation", "rotation"):
+            raise ValueError(f"flow must be 'translation' or 'rotation', got {self.flow!r}")
+        if self.flow == "rotation":
+            from .._flows import RotationFlow2D
+
+            RotationFlow2D(self.data_angular_velocities, order=self.order)  # validates
+            RotationFlow2D(self.test_angular_velocities, order=self.order)
         if self.digits_fallback not in (None, "font"):
             raise ValueError(f"digits_fallback must be None or 'font', got {self.digits_fallback!r}")
         valid = model_options(self.model)  # raises for an unknown model

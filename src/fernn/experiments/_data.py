@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from .._flows import TranslationFlow2D
+from .._flows import RotationFlow2D, TranslationFlow2D
 from ..data import DigitBank, FlowingMNIST, load_digits
 from ._config import Config
 
@@ -76,8 +76,12 @@ def flowing(
     velocities=None,
     max_speed: int | None = None,
 ) -> FlowingMNIST:
-    """A Flowing MNIST set of ``cfg``'s geometry, velocities from ``{-r..r}²`` by default."""
-    flow = TranslationFlow2D(max_speed=cfg.data_max_speed if max_speed is None else max_speed)
+    """A Flowing (or Rotating) MNIST set of ``cfg``'s geometry; velocities from the config's
+    training set by default."""
+    if cfg.flow == "rotation":
+        flow = RotationFlow2D(cfg.data_angular_velocities, order=cfg.order)
+    else:
+        flow = TranslationFlow2D(max_speed=cfg.data_max_speed if max_speed is None else max_speed)
     return FlowingMNIST(
         bank,
         flow,

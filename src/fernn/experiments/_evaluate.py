@@ -52,10 +52,14 @@ def evaluate_model(
 ) -> dict:
     """Test MSE (cfg geometry, training velocities), length generalisation (MSE per step to
     ``cfg.length_frames`` predicted frames), velocity generalisation (MSE per fixed velocity
-    of the grid ``{-r..r}²``, both digits sharing it)."""
+    — of the grid ``{-r..r}²`` for translations, of ``test_angular_velocities`` for
+    rotations — all digits sharing it)."""
     T_in, T_out = cfg.input_frames, cfg.predict_frames
-    grid = [(vy, vx) for vy in range(-cfg.velocity_grid, cfg.velocity_grid + 1)
-            for vx in range(-cfg.velocity_grid, cfg.velocity_grid + 1)]
+    if cfg.flow == "rotation":
+        grid = [float(w) for w in cfg.test_angular_velocities]
+    else:
+        grid = [(vy, vx) for vy in range(-cfg.velocity_grid, cfg.velocity_grid + 1)
+                for vx in range(-cfg.velocity_grid, cfg.velocity_grid + 1)]
     total = (cfg.test_sequences + cfg.length_sequences + len(grid) * cfg.velocity_sequences)
     bar = None
     if progress:
@@ -83,6 +87,19 @@ def evaluate_model(
     if bar is not None:
         bar.close()
     side = 2 * cfg.velocity_grid + 1
+    if cfg.flow == "rotation":
+        velocity = {"kind": "rotation", "velocities": grid, "mse": velocity_mse,
+                    "trained": [float(w) for w in cfg.data_angular_velocities],
+                    "sequences": cfg.velocity_sequences}
+    else:
+        velocity = {
+            "kind": "translation",
+            "grid": cfg.velocity_grid,
+            "trained": cfg.data_max_speed,
+            "velocities": [list(v) for v in grid],
+            "mse": [velocity_mse[r * side : (r + 1) * side] for r in range(side)],  # rows v_y
+            "sequences": cfg.velocity_sequences,
+        }
     return {
         "test_mse": float(test_err.mean()),
         "test_mse_std": float(test_err.mean(dim=1).std()) if len(test_err) > 1 else 0.0,
@@ -92,10 +109,5 @@ def evaluate_model(
             "std": length_err.std(dim=0).tolist() if len(length_err) > 1 else [0.0] * cfg.length_frames,
             "sequences": cfg.length_sequences,
         },
-        "velocity": {
-            "grid": cfg.velocity_grid,
-            "velocities": [list(v) for v in grid],
-            "mse": [velocity_mse[r * side : (r + 1) * side] for r in range(side)],  # rows v_y
-            "sequences": cfg.velocity_sequences,
-        },
+        "velocity": velocity,
     }

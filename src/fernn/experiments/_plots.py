@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["learning_curves", "length_curves", "velocity_heatmap", "frame_strip", "save_gif"]
+__all__ = ["learning_curves", "length_curves", "velocity_heatmap", "velocity_curves",
+           "frame_strip", "save_gif"]
 
 
 def _plt():
@@ -82,6 +83,19 @@ def velocity_heatmap(mse, grid: int, title: str = "Velocity generalisation",
     fig.colorbar(image, ax=ax, label="MSE")
     fig.tight_layout()
     return fig
+
+
+def velocity_curves(runs: dict, trained: list | None = None,
+                    title: str = "Velocity generalisation") -> "object":
+    """``runs``: label → (angular velocities, MSE); the trained range shaded."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if trained:
+        ax.axvspan(min(trained), max(trained), color="grey", alpha=0.15, label="trained ω")
+    for label, (omegas, mse) in runs.items():
+        ax.plot(omegas, mse, marker="o", label=label)
+    ax.set_yscale("log")
+    return _finish(fig, ax, "angular velocity ω (°/frame)", "MSE", title)
 
 
 def frame_strip(observed, true, predicted, title: str = "") -> "object":

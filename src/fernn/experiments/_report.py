@@ -12,7 +12,14 @@ import torch
 from ._config import Config
 from ._data import flowing
 from ._evaluate import LENGTH_SEED_OFFSET
-from ._plots import frame_strip, learning_curves, length_curves, save_gif, velocity_heatmap
+from ._plots import (
+    frame_strip,
+    learning_curves,
+    length_curves,
+    save_gif,
+    velocity_curves,
+    velocity_heatmap,
+)
 
 __all__ = ["write_run_report", "write_compare_report", "read_learning_curves", "load_metrics"]
 
@@ -39,6 +46,16 @@ def read_learning_curves(run_dir: Path) -> dict:
                     curves[key][0].append(step)
                     curves[key][1].append(float(row[column]))
     return curves
+
+
+def _velocity_figure(velocity: dict, vmin=None, vmax=None):
+    """A heat map (translations, one run) or curves (rotations, any runs)."""
+    (name, first), = list(velocity.items())[:1]
+    if first.get("kind", "translation") == "rotation":
+        return velocity_curves({n: (v["velocities"], v["mse"]) for n, v in velocity.items()},
+                               trained=first["trained"])
+    return velocity_heatmap(first["mse"], first["grid"], title=f"{name}: MSE per velocity",
+                            trained=first.get("trained"), vmin=vmin, vmax=vmax)
 
 
 def load_metrics(run_dir: str | os.PathLike) -> dict:
@@ -68,12 +85,8 @@ def write_run_report(run_dir, metrics: dict, cfg: Config, test_bank, model, devi
         length_curves({cfg.name: (length["mean"], length["std"])}, cfg.predict_frames),
         run_dir / "length_generalisation.png",
     )
-    vel = metrics["velocity"]
-    figures["velocity"] = _save(
-        velocity_heatmap(vel["mse"], vel["grid"], title=f"{cfg.name}: MSE per velocity",
-                         trained=cfg.data_max_speed),
-        run_dir / "velocity_generalisation.png",
-    )
+    figures["velocity"] = _save(_velocity_figure({cfg.name: metrics["velocity"]}),
+                                run_dir / "velocity_generalisation.png")
     model.eval()
     sample = flowing(cfg, test_bank, seed=cfg.seed + LENGTH_SEED_OFFSET,
                      seq_len=cfg.input_frames + cfg.length_frames, num_sequences=1)
@@ -145,12 +158,15 @@ def write_compare_report(run_dirs: list, out_dir, title: str = "Comparison",
         )
     fig = length_curves({m["name"]: (m["length"]["mean"], m["length"]["std"]) for _, m in runs})
     lines += ["", f"![length generalisation]({_save(fig, out_dir / 'compare_length.png')})", ""]
-    all_values = [v for _, m in runs for row in m["velocity"]["mse"] for v in row]
-    for d, m in runs:
-        fig = velocity_heatmap(m["velocity"]["mse"], m["velocity"]["grid"], title=m["name"],
-                               vmin=min(all_values), vmax=max(all_values))
-        name = _save(fig, out_dir / f"compare_velocity_{m['name']}.png")
-        lines.append(f"![{m['name']} velocity generalisation]({name})")
+    if runs[0][1]["velocity"].get("kind", "translation") == "rotation":
+        fig = _velocity_figure({m["name"]: m["velocity"] for _, m in runs})
+        lines.append(f"![velocity generalisation]({_save(fig, out_dir / 'compare_velocity.png')})")
+    else:
+        all_values = [v for _, m in runs for row in m["velocity"]["mse"] for v in row]
+        for d, m in runs:  # one heat map per run, on one colour scale
+            fig = _velocity_figure({m["name"]: m["velocity"]}, min(all_values), max(all_values))
+            name = _save(fig, out_dir / f"compare_velocity_{m['name']}.png")
+            lines.append(f"![{m['name']} velocity generalisation]({name})")
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -80,7 +80,7 @@ class SequenceClassifier(nn.Module):
         z = self.encoder(x.flatten(0, 1))  # '(b t) c h w'
         z = z.view(B, T, *z.shape[1:])  # (B, T, C_e, H, W)
         out, _ = self.rnn(z)  # (B, T, V, C_h, H, W)
-        last = self.pool(out[:, -1])  # (B, C_h, H, W)
+        last = self.flow.pool_fibre(self.pool(out[:, -1]))  # (B, C_h, H, W)
         return self.head(last.mean(dim=(-2, -1)))  # (B, num_classes)
 
 

@@ -35,7 +35,9 @@ class NextStepPredictor(nn.Module):
 
         ŷ_{t+1} = D( pool_ν  S_ν h_t(ν) )
 
-    Moving the state first makes the prediction obey the law exactly on the lifted
+    (For a flow with a fibre — rotations — each field is also max-pooled over its
+    orientations, an invariant readout.) Moving the state first makes the prediction obey
+    the law exactly on the lifted
     state: an input moved by ``S_{tν̂}`` moves ``ŷ_{t+1}`` by ``S_{(t+1)ν̂}`` (up to the
     velocities at the edge of V, lost by the pooling). Each prediction is then fed back
     as the next input (detached by default, as in the research code), or the true frame
@@ -105,7 +107,8 @@ class NextStepPredictor(nn.Module):
         h = self._top(state)  # (B, V, C_h, H, W)
         if not self.refeed_last_frame:
             h = self.rnn.layers[-1].transport(h)  # S_ν h_t(ν)
-        return self.decoder(self.pool(h))  # (B, C, H, W)
+        pooled = self.flow.pool_fibre(self.pool(h), "max")  # over V, then orientations
+        return self.decoder(pooled)  # (B, C, H, W)
 
     def forward(
         self,

@@ -2,8 +2,9 @@
 
 Built-in entries are presets of the model classes: ``grnn_*`` is the same class with the
 trivial velocity set, ``grnn_plus_*`` the same with a learned transport. A model's flow
-is given by ``max_speed`` (the grid {-r..r}²), ``velocities`` (an explicit list) or
-``flow`` (any :class:`~fernn.Flow` object).
+is given by ``max_speed`` (the grid {-r..r}²), ``velocities`` (an explicit list),
+``angular_velocities`` with ``order`` (a :class:`~fernn.RotationFlow2D`), or ``flow`` (any
+:class:`~fernn.Flow` object). A ``grnn_*`` model takes ``order`` for a rotation G-RNN.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable
 
 from torch import nn
 
-from .._flows import Flow, TranslationFlow2D
+from .._flows import Flow, RotationFlow2D, TranslationFlow2D
 from ._classifier import CNN3DClassifier, SequenceClassifier
 from ._predictor import NextStepPredictor
 
@@ -68,11 +69,17 @@ def get_model(name: str, **cfg) -> nn.Module:
     return builder(**cfg)
 
 
-def _resolve_flow(max_speed, velocities, flow) -> Flow:
-    given = [k for k, v in (("max_speed", max_speed), ("velocities", velocities), ("flow", flow))
-             if v is not None]
+def _resolve_flow(max_speed, velocities, flow, angular_velocities=None, order=None) -> Flow:
+    given = [k for k, v in (("max_speed", max_speed), ("velocities", velocities), ("flow", flow),
+                            ("angular_velocities", angular_velocities)) if v is not None]
     if len(given) > 1:
-        raise ValueError(f"give only one of max_speed, velocities, flow; got {given}")
+        raise ValueError(
+            f"give only one of max_speed, velocities, angular_velocities, flow; got {given}"
+        )
+    if order is not None and angular_velocities is None:
+        raise ValueError("order goes with angular_velocities (a rotation flow)")
+    if angular_velocities is not None:
+        return RotationFlow2D(angular_velocities, order=36 if order is None else order)
     if flow is not None:
         if not isinstance(flow, Flow):
             raise TypeError(f"flow must be a fernn Flow, got {flow!r}")
@@ -89,26 +96,28 @@ def _preset(name: str, cls: type, *, fixed: dict, default_speed: int | None, doc
         if p.name != "flow" and p.name not in fixed
     ]
     takes_flow = "flow" in inspect.signature(cls).parameters
-    if takes_flow and default_speed is not None:
-        params += [
-            inspect.Parameter("max_speed", inspect.Parameter.KEYWORD_ONLY, default=None),
-            inspect.Parameter("velocities", inspect.Parameter.KEYWORD_ONLY, default=None),
-            inspect.Parameter("flow", inspect.Parameter.KEYWORD_ONLY, default=None),
-        ]
+    if takes_flow:
+        names = ("max_speed", "velocities", "angular_velocities", "order", "flow")
+        if default_speed is None:
+            names = ("order",)  # a G-RNN: V = {0} of translations, or of rotations of C_N
+        params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
+                   for n in names]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
 
     def build(**cfg) -> nn.Module:
         kwargs = dict(fixed)
         if takes_flow:
             if default_speed is None:  # the trivial velocity set: a G-RNN
-                kwargs["flow"] = TranslationFlow2D(max_speed=0)
+                order = cfg.pop("order", None)
+                kwargs["flow"] = (TranslationFlow2D(max_speed=0) if order is None
+                                  else RotationFlow2D([0], order=order))
             else:
-                speed = cfg.pop("max_speed", None)
-                velocities = cfg.pop("velocities", None)
-                flow = cfg.pop("flow", None)
-                if speed is None and velocities is None and flow is None:
-                    speed = default_speed
-                kwargs["flow"] = _resolve_flow(speed, velocities, flow)
+                spec = {n: cfg.pop(n, None) for n in
+                        ("max_speed", "velocities", "flow", "angular_velocities", "order")}
+                if all(spec[n] is None for n in ("max_speed", "velocities", "flow",
+                                                 "angular_velocities")):
+                    spec["max_speed"] = default_speed
+                kwargs["flow"] = _resolve_flow(**spec)
         kwargs.update(cfg)
         return cls(**kwargs)
 

@@ -1,0 +1,92 @@
+"""Rotations of images and kernels, exact where the pixel grid allows.
+
+``rotate(x, angles)`` rotates every image of ``x`` about its centre by its own angle
+(degrees, counter-clockwise as displayed: rows run down, columns right). An angle is split
+into a remainder ``r`` in (-45°, 45°] and ``q`` quarter turns, ``θ = r + 90°·q``:
+
+- the remainder is applied by bilinear interpolation (``grid_sample``, zeros outside);
+  an image whose remainder is 0 is passed through untouched;
+- the quarter turns are applied last, as an exact permutation of pixels (square images).
+
+So rotations by multiples of 90° are exact to the last bit, and composing with a quarter
+turn is exact for any angle: ``rotate(x, θ + 90°) == rotate(rotate(x, θ), 90°)``. Other
+angles are interpolated: their equivariance error is measured, not assumed (see
+docs/equivariance.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["rotate", "split_quarter_turns"]
+
+
+def split_quarter_turns(angles: Tensor) -> tuple[Tensor, Tensor]:
+    """``(remainder in (-45, 45], quarter turns mod 4)`` with ``angle = remainder + 90·q``."""
+    q = torch.ceil((angles - 45.0) / 90.0)  # the r = angle − 90q that lies in (-45, 45]
+    remainder = angles - 90.0 * q
+    return remainder, q.long().remainder(4)
+
+
+def _quarter_turn_index(H: int, W: int, device) -> Tensor:
+    """(4, H·W): flat source index of each output pixel after q counter-clockwise quarter turns."""
+    if H != W:
+        raise ValueError(f"quarter turns need square images, got {H}×{W}")
+    i = torch.arange(H, device=device)[:, None].expand(H, W)
+    j = torch.arange(W, device=device)[None, :].expand(H, W)
+    # Counter-clockwise as displayed: out[i, j] = in[j, W-1-i] for one quarter turn.
+    sources = [(i, j), (j, W - 1 - i), (H - 1 - i, W - 1 - j), (H - 1 - j, i)]
+    return torch.stack([(si * W + sj).reshape(-1) for si, sj in sources])
+
+
+def _interpolate(x: Tensor, remainder: Tensor) -> Tensor:
+    """Bilinear rotation of (N, C, H, W) by per-item angles (degrees) about the centre."""
+    N, C, H, W = x.shape
+    theta = torch.deg2rad(remainder.to(torch.float64))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(cos)
+    # Output (x right, y down, normalised) → input: the inverse of a counter-clockwise turn.
+    # Aspect-correct for non-square images.
+    a = torch.stack([torch.stack([cos, -sin * (H - 1) / max(W - 1, 1), zero], -1),
+                     torch.stack([sin * (W - 1) / max(H - 1, 1), cos, zero], -1)], -2)
+    grid = F.affine_grid(a.to(x.dtype), [N, C, H, W], align_corners=True)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    keep = (remainder == 0).view(N, 1, 1, 1)
+    return torch.where(keep, x, out)
+
+
+def rotate(x: Tensor, angles: Tensor | float) -> Tensor:
+    """Rotate images ``x`` ``(*L, C, H, W)`` by ``angles`` (degrees; a scalar or a tensor
+    broadcastable to ``L``) counter-clockwise about their centres. Differentiable."""
+    *lead, C, H, W = x.shape
+    angles = torch.as_tensor(angles, dtype=torch.float64, device=x.device)
+    angles = angles.expand(lead) if lead else angles.reshape(())
+    flat = x.reshape(-1, C, H, W)
+    a = angles.reshape(-1)
+    remainder, q = split_quarter_turns(a)
+    if bool((remainder != 0).any()):
+        flat = _interpolate(flat, remainder)
+    if bool((q != 0).any()):
+        index = _quarter_turn_index(H, W, x.device)[q]  # (N, H·W)
+        flat = flat.reshape(-1, C, H * W).gather(-1, index[:, None, :].expand(-1, C, -1))
+    return flat.reshape(x.shape)
+
+
+def bins_to_degrees(bins: int, order: int) -> float:
+    """The angle of ``bins`` steps of C_N, canonical so equal angles compare equal."""
+    return round(bins * 360.0 / order, 9)
+
+
+def degrees_to_bins(angle: float, order: int, what: str = "an angular velocity") -> int:
+    """Whole bins of C_N in ``angle``; ``ValueError`` unless it is a multiple of 360/N."""
+    bins = angle * order / 360.0
+    if not math.isclose(bins, round(bins), abs_tol=1e-6):
+        raise ValueError(
+            f"{what} of {angle}° is not a multiple of 360/N = {360 / order:g}° (N = {order}): "
+            "the orientation axis could not follow it. Use a multiple, or another order N."
+        )
+    return int(round(bins))
