@@ -183,7 +183,11 @@ def test_mismatched_weights_are_refused(tiny_run, tmp_path):
 
 # -- resume --------------------------------------------------------------------------------
 def test_killed_run_resumes_with_nothing_lost(tmp_path):
-    args = ["train", "tiny", "epochs=8", "steps_per_epoch=4", "progress=false"]
+    # Demo-size G-RNN steps (~0.5 s) so that the kill lands mid-training; small eval sets.
+    args = ["train", "cpu_grnn", "epochs=6", "steps_per_epoch=3", 'digits="font"',
+            "input_frames=4", "predict_frames=4",
+            "progress=false", 'loggers=["csv"]', "val_sequences=16", "test_sequences=16",
+            "length_frames=12", "length_sequences=4", "velocity_grid=1", "velocity_sequences=2"]
     straight = tmp_path / "straight"
     assert _run_cli(*args, "--out", str(straight)).returncode == 0
 
@@ -198,6 +202,7 @@ def test_killed_run_resumes_with_nothing_lost(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists() and not (killed / "metrics.json").exists(), "the kill came too late"
+    assert torch.load(ckpt, weights_only=True)["epoch"] < 5, "the kill came after training"
     resumed = _run_cli(*args, "--out", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout
@@ -205,7 +210,7 @@ def test_killed_run_resumes_with_nothing_lost(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     m = json.loads((killed / "metrics.json").read_text())
-    assert m["steps"] == 32 and m["epochs"] == 8
+    assert m["steps"] == 18 and m["epochs"] == 6
 
 
 def test_resume_refuses_a_different_config(tiny_run):

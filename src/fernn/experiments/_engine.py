@@ -25,7 +25,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -147,6 +147,18 @@ class FlowingMNISTData(L.LightningDataModule):
         return self._loader(self.val_set)
 
 
+class _EpochEndCheckpoint(Callback):
+    """Write ``last.ckpt`` at the end of every training epoch (through the Trainer, so the
+    atomic IO plugin and DDP rank-zero writing apply). Lightning's ModelCheckpoint with
+    ``save_top_k=0`` writes ``last.ckpt`` only at the end of training."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.save_checkpoint(self.path)
+
+
 class _FreshSequencesEachEpoch(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         trainer.datamodule.train_set.set_epoch(trainer.current_epoch)
@@ -225,8 +237,6 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
     banks = load_banks(cfg)
     data = FlowingMNISTData(cfg, banks)
     module = NextStepModule(cfg)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                 every_n_epochs=1, save_on_train_epoch_end=True)
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.epochs,
@@ -237,7 +247,8 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         precision=cfg.precision,
         gradient_clip_val=cfg.grad_clip,
         logger=_loggers(cfg, run_dir) or False,
-        callbacks=[checkpoint, _FreshSequencesEachEpoch()],
+        callbacks=[_FreshSequencesEachEpoch(), _EpochEndCheckpoint(last)],
+        enable_checkpointing=False,  # _EpochEndCheckpoint writes last.ckpt
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # FlowingMNISTData places the items per rank
         log_every_n_steps=cfg.log_every_n_steps,
