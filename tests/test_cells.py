@@ -166,3 +166,30 @@ def test_cell_rejects_sequence_input():
     cell = FlowRNNCell(1, 3, TranslationFlow2D(max_speed=1))
     with pytest.raises(ValueError, match="one frame"):
         cell(torch.rand(2, 5, 1, 8, 8))
+
+
+@pytest.mark.parametrize("cell", fernn.CELL_TYPES)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_checkpointing_over_time_gives_identical_outputs_and_gradients(cell, num_layers):
+    flow = TranslationFlow2D(max_speed=1)
+    plain = FlowRNN(1, 3, flow, cell=cell, num_layers=num_layers)
+    ckpt = FlowRNN(1, 3, flow, cell=cell, num_layers=num_layers, checkpoint_every=2)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 5, 1, 8, 8)
+    results = []
+    for model in (plain, ckpt):
+        out, state = model(x)
+        loss = out.square().mean() + (state[0] if cell == "lstm" else state).mean()
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        results.append((out, grads))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_return_sequence_false_keeps_only_the_state():
+    rnn = FlowRNN(1, 3, TranslationFlow2D(max_speed=1), num_layers=2)
+    x = torch.rand(2, 4, 1, 8, 8)
+    out, state = rnn(x)
+    none, state2 = rnn(x, return_sequence=False)
+    assert none is None and torch.equal(state, state2)

@@ -135,3 +135,20 @@ def test_cnn3d():
     assert model(torch.rand(2, 8, 1, 16, 16)).shape == (2, 6)
     with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
         model(torch.rand(2, 8, 16, 16))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_predictor_checkpointing_is_exact(cell):
+    plain = get_model("fernn_predictor", hidden_channels=3, max_speed=1, cell=cell, decoder_layers=1)
+    ckpt = get_model("fernn_predictor", hidden_channels=3, max_speed=1, cell=cell, decoder_layers=1,
+                     checkpoint_every=2)
+    ckpt.load_state_dict(plain.state_dict())
+    x, y = torch.rand(2, 5, 1, 8, 8), torch.rand(2, 3, 1, 8, 8)
+    outs = []
+    for model in (plain, ckpt):
+        pred = model(x, 3)
+        grads = torch.autograd.grad((pred - y).square().mean(), list(model.parameters()))
+        outs.append((pred, grads))
+    assert torch.equal(outs[0][0], outs[1][0])
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)

@@ -59,13 +59,17 @@ class FlowRNN(nn.Module):
         num_layers: depth of the stack.
         dropout: dropout on each layer's output before the next layer (not after the
             last); identity in eval mode, where the law is exact.
+        checkpoint_every: activation checkpointing over time: keep only the state at every
+            ``k``-th frame and recompute the frames between in the backward pass (0: off).
+            Same outputs and gradients; less memory for some more compute.
 
     Shapes:
         x: ``(B, T, C_in, H, W)``.
         state (optional, to continue a sequence): ``(L, B, V, C_h, H, W)``; for
         ``cell="lstm"`` a pair ``(h, c)`` of such tensors.
         Returns ``out`` ``(B, T, V, C_h, H, W)`` — the top layer's state after each frame —
-        and the final state in the same form as ``state``.
+        and the final state in the same form as ``state``. With ``return_sequence=False``
+        ``out`` is ``None`` and the top layer's sequence is never kept (less memory).
 
     Example::
 
@@ -89,8 +93,12 @@ class FlowRNN(nn.Module):
         padding_mode: str = "circular",
         dropout: float = 0.0,
         transport: str = "flow",
+        checkpoint_every: int = 0,
     ):
         super().__init__()
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+        self.checkpoint_every = checkpoint_every
         if not isinstance(flow, Flow):
             raise TypeError(f"flow must be a fernn Flow (e.g. TranslationFlow2D); got {flow!r}")
         if num_layers < 1:
@@ -160,20 +168,49 @@ class FlowRNN(nn.Module):
             return torch.stack([h for h, _ in states]), torch.stack([c for _, c in states])
         return torch.stack(states)
 
-    def forward(self, x: Tensor, state=None):
+    def _run_segment(self, layer, u: Tensor, state, keep: bool):
+        """Step ``layer`` through the frames of ``u`` ``(B, T', ...)``; returns the stacked
+        outputs (or None) and the final state."""
+        outputs = []
+        for t in range(u.shape[1]):
+            state = layer.step(u[:, t], state)
+            if keep:
+                outputs.append(state[0] if layer.cell == "lstm" else state)
+        return (torch.stack(outputs, dim=1) if keep else None), state
+
+    def _run_layer(self, layer, u: Tensor, state, keep: bool):
+        k = self.checkpoint_every
+        if not k or not torch.is_grad_enabled() or u.shape[1] <= k:
+            return self._run_segment(layer, u, state, keep)
+        from torch.utils.checkpoint import checkpoint
+
+        pieces = []
+        lstm = layer.cell == "lstm"
+        for start in range(0, u.shape[1], k):
+            seg = u[:, start : start + k]
+
+            def run(seg, *flat_state, layer=layer, keep=keep):
+                out, st = self._run_segment(layer, seg, tuple(flat_state) if lstm else flat_state[0], keep)
+                st = st if lstm else (st,)
+                return (out, *st) if keep else tuple(st)
+
+            flat = state if lstm else (state,)
+            result = checkpoint(run, seg, *flat, use_reentrant=False)
+            if keep:
+                pieces.append(result[0])
+                result = result[1:]
+            state = tuple(result) if lstm else result[0]
+        return (torch.cat(pieces, dim=1) if keep else None), state
+
+    def forward(self, x: Tensor, state=None, return_sequence: bool = True):
         self._check_input(x)
         states = self._split_state(state, x)
-        T = x.shape[1]
         layer_input = x  # (B, T, C_in, H, W), then (B, T, V, C_h, H, W)
+        last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             if index > 0:
                 layer_input = self.dropout(layer_input)
             u = layer.input_term(layer_input)  # (B, T, 1 or V, G·C_h, H, W), all frames at once
-            s = states[index]
-            outputs = []
-            for t in range(T):
-                s = layer.step(u[:, t], s)
-                outputs.append(s[0] if layer.cell == "lstm" else s)  # (B, V, C_h, H, W)
-            states[index] = s
-            layer_input = torch.stack(outputs, dim=1)  # (B, T, V, C_h, H, W)
+            keep = return_sequence or index < last
+            layer_input, states[index] = self._run_layer(layer, u, states[index], keep)
         return layer_input, self._stack_state(states)

@@ -54,6 +54,9 @@ class NextStepPredictor(nn.Module):
         pool: pooling over V, ``"max"`` (paper), ``"mean"`` or ``"sum"``.
         decoder_layers: number of (3×3 conv + ReLU) blocks before the output conv.
         refeed_last_frame, detach_feedback: see above.
+        checkpoint_every: activation checkpointing over time: the encoder keeps its state
+            every ``k`` frames and the decoder at every predicted frame; the steps between
+            are recomputed in the backward pass. Same outputs and gradients.
 
     Shapes:
         x: ``(B, T_in, C, H, W)``; target (teacher forcing): ``(B, pred_len, C, H, W)``;
@@ -76,6 +79,7 @@ class NextStepPredictor(nn.Module):
         decoder_layers: int = 4,
         refeed_last_frame: bool = False,
         detach_feedback: bool = True,
+        checkpoint_every: int = 0,
     ):
         super().__init__()
         self.rnn = FlowRNN(
@@ -89,6 +93,7 @@ class NextStepPredictor(nn.Module):
             padding_mode=padding_mode,
             dropout=dropout,
             transport=transport,
+            checkpoint_every=checkpoint_every,
         )
         self.pool = VelocityPool(pool)
         self.decoder = conv_decoder(hidden_channels, in_channels, decoder_layers, padding_mode)
@@ -128,21 +133,39 @@ class NextStepPredictor(nn.Module):
                 f"target must be (B, pred_len={pred_len}, C, H, W) matching x {tuple(x.shape)};"
                 f" got {tuple(target.shape)}"
             )
-        _, state = self.rnn(x)
-        feed = x[:, -1]  # (B, C, H, W)
-        predictions = []
-        for k in range(pred_len):
-            if k > 0 or self.refeed_last_frame:
-                _, state = self.rnn(feed[:, None], state)
-            y = self._read(state)
-            predictions.append(y)
-            use_truth = (
-                self.training
-                and teacher_forcing > 0
-                and float(torch.rand((), generator=generator)) < teacher_forcing
-            )
-            if use_truth:
-                feed = target[:, k]
-            else:
-                feed = y.detach() if self.detach_feedback else y
-        return torch.stack(predictions, dim=1)
+        _, state = self.rnn(x, return_sequence=False)
+        # Teacher-forcing choices are drawn up front, so a recomputed segment sees the same.
+        use_truth = [
+            self.training and teacher_forcing > 0
+            and float(torch.rand((), generator=generator)) < teacher_forcing
+            for _ in range(pred_len)
+        ]
+        lstm = self.rnn.cell == "lstm"
+
+        def decode(first: int, last: int, feed: Tensor, *flat):
+            """Predict frames first..last-1; returns (predictions, feed, *state)."""
+            st = tuple(flat) if lstm else flat[0]
+            ys = []
+            for k in range(first, last):
+                if k > 0 or self.refeed_last_frame:
+                    _, st = self.rnn(feed[:, None], st, return_sequence=False)
+                y = self._read(st)
+                ys.append(y)
+                if use_truth[k]:
+                    feed = target[:, k]
+                else:
+                    feed = y.detach() if self.detach_feedback else y
+            return (torch.stack(ys, dim=1), feed, *(st if lstm else (st,)))
+
+        if self.rnn.checkpoint_every and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            # One decoding step per segment: a longer one would hold several steps'
+            # activations during its recomputation (measured: benchmarks/memory.py).
+            pieces, feed, flat = [], x[:, -1], (state if lstm else (state,))
+            for first in range(pred_len):
+                ys, feed, *flat = checkpoint(decode, first, first + 1, feed, *flat,
+                                             use_reentrant=False)
+                pieces.append(ys)
+            return torch.cat(pieces, dim=1)
+        return decode(0, pred_len, x[:, -1], *(state if lstm else (state,)))[0]
