@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
+from _timing import timed
 
 import fernn
 from fernn.data import FlowingMNIST, load_digits
@@ -35,16 +35,6 @@ def baseline(ds: FlowingMNIST, indices) -> torch.Tensor:
             for t in range(T):
                 out[b, t, 0] += torch.roll(canvas, (py + t * vy, px + t * vx), (0, 1))
     return out.clamp_(0, 1)
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

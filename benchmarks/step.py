@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
+from _timing import timed
 import torch.nn.functional as F
 
 import fernn
@@ -71,17 +71,6 @@ def baseline_predictor(x, model, pred_len):
 
 
 # -- measurement ---------------------------------------------------------------------------
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     t = timed(lambda: a @ b, repeats)

@@ -310,21 +310,8 @@ class TranslationFlow2D(Flow):
 
     def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
         v = torch.tensor(self._key(velocity), device=h.device)  # (2,)
-        if h.dim() == 6:  # (B, T, V, C, H, W)
-            time = torch.as_tensor(time, device=h.device).long()
-            if time.shape != (h.shape[1],):
-                raise ValueError(
-                    f"move_lifted on (B, T, V, C, H, W) needs one time per frame ({h.shape[1]},);"
-                    f" got {tuple(time.shape)}"
-                )
-            shifts = (time[:, None] * v)[None, :, None, None]  # (1, T, 1, 1, 2)
-        elif h.dim() == 5:  # (B, V, C, H, W)
-            shifts = (int(time) * v).view(1, 1, 1, 2)
-        else:
-            raise ValueError(
-                f"move_lifted needs (B, T, V, C, H, W) or (B, V, C, H, W); got {tuple(h.shape)}"
-            )
-        return roll2d(h, shifts)
+        times = _lifted_times(h, time)  # (1, T, 1) or (1, 1)
+        return roll2d(h, (times[..., None] * v)[..., None, :])  # shifts (1, T, 1, 1, 2) / (1, 1, 1, 2)
 
 
 class RotationFlow2D(Flow):
@@ -453,25 +440,9 @@ class RotationFlow2D(Flow):
 
     def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
         w = self._key(velocity)
-        b = degrees_to_bins(w, self.order)
-        if h.dim() == 6:  # (B, T, V, C, H, W)
-            time = torch.as_tensor(time, device=h.device).long()
-            if time.shape != (h.shape[1],):
-                raise ValueError(
-                    f"move_lifted on (B, T, V, C, H, W) needs one time per frame ({h.shape[1]},);"
-                    f" got {tuple(time.shape)}"
-                )
-            lead = h.shape[:3]
-            angles = (time.double() * w)[None, :, None].expand(lead)
-            bins = (time * b)[None, :, None].expand(lead)
-        elif h.dim() == 5:  # (B, V, C, H, W)
-            angles = torch.full(h.shape[:2], float(time) * w, dtype=torch.float64)
-            bins = torch.full(h.shape[:2], int(time) * b, device=h.device)
-        else:
-            raise ValueError(
-                f"move_lifted needs (B, T, V, C, H, W) or (B, V, C, H, W); got {tuple(h.shape)}"
-            )
-        return self._roll_orientations(rotate(h, angles), bins)
+        times = _lifted_times(h, time).expand(h.shape[:-3])  # (B, T, V) or (B, V)
+        bins = times * degrees_to_bins(w, self.order)
+        return self._roll_orientations(rotate(h, times.double() * w), bins)
 
     def make_conv(self, in_channels, out_channels, kernel_size, bias, padding_mode,
                   input_on_group):
@@ -498,6 +469,24 @@ class RotationFlow2D(Flow):
 
 def _rebuild_translation_flow(elements):
     return TranslationFlow2D(velocities=elements)
+
+
+def _lifted_times(h: Tensor, time: Tensor | int) -> Tensor:
+    """The time of every slice of a lifted tensor for :meth:`Flow.move_lifted`: ``(1, T, 1)``
+    for ``(B, T, V, C, H, W)`` with one time per frame, ``(1, 1)`` for ``(B, V, C, H, W)``."""
+    if h.dim() == 6:
+        time = torch.as_tensor(time, device=h.device).long()
+        if time.shape != (h.shape[1],):
+            raise ValueError(
+                f"move_lifted on (B, T, V, C, H, W) needs one time per frame ({h.shape[1]},); "
+                f"got {tuple(time.shape)}"
+            )
+        return time.view(1, -1, 1)
+    if h.dim() == 5:
+        return torch.full((1, 1), int(time), dtype=torch.long, device=h.device)
+    raise ValueError(
+        f"move_lifted needs (B, T, V, C, H, W) or (B, V, C, H, W); got {tuple(h.shape)}"
+    )
 
 
 def _check_images(x: Tensor, ndim: int, layout: str, what: str) -> None:
