@@ -22,7 +22,6 @@ import platform
 
 import torch
 from _timing import timed
-import torch.nn.functional as F
 
 import fernn
 from fernn.models import get_model
