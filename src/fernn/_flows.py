@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._pooling import pool_velocities
 from ._rotation import bins_to_degrees, degrees_to_bins, rotate
 from ._torus import roll2d
 
@@ -455,13 +456,7 @@ class RotationFlow2D(Flow):
     def pool_fibre(self, x: Tensor, mode: str = "max") -> Tensor:
         *lead, C, H, W = x.shape
         fields = x.reshape(*lead, C // self.order, self.order, H, W)
-        if mode == "max":
-            return fields.amax(-3)
-        if mode == "mean":
-            return fields.mean(-3)
-        if mode == "sum":
-            return fields.sum(-3)
-        raise ValueError(f"pool mode must be 'max', 'mean' or 'sum', got {mode!r}")
+        return pool_velocities(fields, mode, dim=-3)  # the orientation axis
 
     def random_pose(self, x0: Tensor, u: Tensor) -> Tensor:
         return rotate(x0, u.to(torch.float64) * 360.0)

@@ -7,25 +7,19 @@ from torch import Tensor, nn
 
 from ._cells import FlowRNNCell
 from ._flows import Flow
+from ._pooling import POOL_MODES, pool_velocities
 
 __all__ = ["FlowRNN", "VelocityPool", "pool_velocities", "POOL_MODES"]
 
-POOL_MODES = ("max", "mean", "sum")
+def flat_state(state, lstm: bool) -> tuple:
+    """A layer's (or stack's) state as a tuple of tensors: ``(h, c)`` for lstm, ``(h,)``
+    otherwise — the form ``torch.utils.checkpoint`` passes through."""
+    return tuple(state) if lstm else (state,)
 
 
-def pool_velocities(h: Tensor, mode: str = "max", dim: int = -4) -> Tensor:
-    """Pool a lifted state over its V axis (``dim``, default the V of ``(..., V, C, H, W)``).
-
-    The pooled readout is invariant to relabelling V, so it inherits the law of the
-    lifted state up to the velocities at the edge of V (see FERNN.md §3).
-    """
-    if mode == "max":
-        return h.amax(dim)
-    if mode == "mean":
-        return h.mean(dim)
-    if mode == "sum":
-        return h.sum(dim)
-    raise ValueError(f"pool mode must be one of {POOL_MODES}, got {mode!r}")
+def unflat_state(flat, lstm: bool):
+    """The inverse of :func:`flat_state`."""
+    return tuple(flat) if lstm else flat[0]
 
 
 class VelocityPool(nn.Module):
@@ -146,7 +140,7 @@ class FlowRNN(nn.Module):
     def _split_state(self, state, x: Tensor) -> list:
         """Per-layer states from the stacked form, validated against the input."""
         B, _, _, H, W = x.shape
-        expected = (self.num_layers, B, len(self.flow), self.hidden_channels * self.flow.fibre, H, W)
+        expected = (self.num_layers, B, len(self.flow), self.layers[0].state_channels, H, W)
         if state is None:
             return [layer.initial_state(B, H, W, x) for layer in self.layers]
         parts = state if self.cell == "lstm" else (state,)
@@ -189,17 +183,15 @@ class FlowRNN(nn.Module):
         for start in range(0, u.shape[1], k):
             seg = u[:, start : start + k]
 
-            def run(seg, *flat_state, layer=layer, keep=keep):
-                out, st = self._run_segment(layer, seg, tuple(flat_state) if lstm else flat_state[0], keep)
-                st = st if lstm else (st,)
-                return (out, *st) if keep else tuple(st)
+            def run(seg, *flat, layer=layer, keep=keep):
+                out, st = self._run_segment(layer, seg, unflat_state(flat, lstm), keep)
+                return (out, *flat_state(st, lstm)) if keep else flat_state(st, lstm)
 
-            flat = state if lstm else (state,)
-            result = checkpoint(run, seg, *flat, use_reentrant=False)
+            result = checkpoint(run, seg, *flat_state(state, lstm), use_reentrant=False)
             if keep:
                 pieces.append(result[0])
                 result = result[1:]
-            state = tuple(result) if lstm else result[0]
+            state = unflat_state(result, lstm)
         return (torch.cat(pieces, dim=1) if keep else None), state
 
     def forward(self, x: Tensor, state=None, return_sequence: bool = True):

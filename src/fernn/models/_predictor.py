@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .._flows import Flow
-from .._rnn import FlowRNN, VelocityPool
+from .._rnn import FlowRNN, VelocityPool, flat_state, unflat_state
 
 __all__ = ["NextStepPredictor", "conv_decoder"]
 
@@ -144,7 +144,7 @@ class NextStepPredictor(nn.Module):
 
         def decode(first: int, last: int, feed: Tensor, *flat):
             """Predict frames first..last-1; returns (predictions, feed, *state)."""
-            st = tuple(flat) if lstm else flat[0]
+            st = unflat_state(flat, lstm)
             ys = []
             for k in range(first, last):
                 if k > 0 or self.refeed_last_frame:
@@ -155,17 +155,17 @@ class NextStepPredictor(nn.Module):
                     feed = target[:, k]
                 else:
                     feed = y.detach() if self.detach_feedback else y
-            return (torch.stack(ys, dim=1), feed, *(st if lstm else (st,)))
+            return (torch.stack(ys, dim=1), feed, *flat_state(st, lstm))
 
         if self.rnn.checkpoint_every and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
             # One decoding step per segment: a longer one would hold several steps'
             # activations during its recomputation (measured: benchmarks/memory.py).
-            pieces, feed, flat = [], x[:, -1], (state if lstm else (state,))
+            pieces, feed, flat = [], x[:, -1], flat_state(state, lstm)
             for first in range(pred_len):
                 ys, feed, *flat = checkpoint(decode, first, first + 1, feed, *flat,
                                              use_reentrant=False)
                 pieces.append(ys)
             return torch.cat(pieces, dim=1)
-        return decode(0, pred_len, x[:, -1], *(state if lstm else (state,)))[0]
+        return decode(0, pred_len, x[:, -1], *flat_state(state, lstm))[0]
