@@ -14,17 +14,15 @@ skipped for the next.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._atomic import atomic_open
+from ._download import cache_dir, download_file, md5sum
 
 __all__ = ["load_mnist", "mnist_dir", "MNIST_FILES", "MNIST_MD5", "MNIST_MIRRORS"]
 
@@ -51,8 +49,7 @@ def mnist_dir(root: str | os.PathLike | None = None) -> Path:
     """The directory MNIST is downloaded into: ``root`` if given, else the cache."""
     if root is not None:
         return Path(root).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "fernn" / "mnist"
+    return cache_dir("mnist")
 
 
 def _search_dirs(root) -> list[Path]:
@@ -60,14 +57,6 @@ def _search_dirs(root) -> list[Path]:
         return [Path(root).expanduser()]
     env = os.environ.get("FERNN_DATA")
     return ([Path(env).expanduser()] if env else []) + [mnist_dir()]
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _find(directories: list[Path], name: str) -> Path | None:
@@ -104,7 +93,7 @@ def _read_idx(path: Path, ndim: int, count: int) -> np.ndarray:
 
 def _verify(path: Path) -> None:
     if path.suffix == ".gz":
-        actual = _md5(path)
+        actual = md5sum(path)
         if actual != MNIST_MD5[path.name]:
             raise ValueError(
                 f"{path} fails its checksum (md5 {actual}, official {MNIST_MD5[path.name]}); "
@@ -114,33 +103,7 @@ def _verify(path: Path) -> None:
 
 def _download(name: str, directory: Path, mirrors, progress: bool) -> Path:
     """Fetch ``name`` into ``directory`` from the first mirror that serves it intact."""
-    target = directory / name
-    failures = []
-    for mirror in mirrors:
-        url = mirror + name
-        try:
-            # The file lands only if it arrived whole and passed its checksum.
-            with atomic_open(target) as out, urllib.request.urlopen(url, timeout=60) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                digest = hashlib.md5()
-                bar = None
-                if progress:
-                    from tqdm.auto import tqdm
-
-                    bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}")
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    out.write(block)
-                    digest.update(block)
-                    if bar is not None:
-                        bar.update(len(block))
-                if bar is not None:
-                    bar.close()
-                if digest.hexdigest() != MNIST_MD5[name]:
-                    raise ValueError(f"checksum mismatch (md5 {digest.hexdigest()})")
-            return target
-        except Exception as exc:  # any failure: next mirror; nothing is left behind
-            failures.append(f"{url}: {exc}")
-    raise RuntimeError(f"could not download {name} into {directory}:\n  " + "\n  ".join(failures))
+    return download_file(name, directory / name, mirrors, md5=MNIST_MD5[name], progress=progress)
 
 
 def load_mnist(
