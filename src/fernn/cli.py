@@ -1,4 +1,5 @@
-"""The ``fernn`` command line: train, eval, compare, demo, configs, models, equivariance."""
+"""The ``fernn`` command line: train, eval, compare, download, demo, configs, models,
+equivariance."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 
 def _train(args) -> int:
-    from .experiments import NonFiniteLossError, load_config, train
+    from .experiments import NonFiniteLossError, headline, load_config, train
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
@@ -19,26 +20,47 @@ def _train(args) -> int:
         print(f"fernn train: stopped: {exc}", file=sys.stderr)
         return 3
     if metrics:
-        print(f"fernn train: {cfg.name}: test MSE {metrics['test_mse']:.4e}; report {out / 'report.md'}")
+        print(f"fernn train: {cfg.name}: {headline(metrics)}; report {out / 'report.md'}")
     return 0
 
 
 def _eval(args) -> int:
     import torch
 
-    from .experiments import apply_overrides, evaluate_model, load_model
-    from .experiments._data import load_banks
+    from .experiments import apply_overrides, evaluate_task, headline, load_model
+    from .experiments._data import load_task_data
 
     model, cfg = load_model(args.run)
     cfg = apply_overrides(cfg, args.overrides)
     device = torch.device(args.device)
-    metrics = evaluate_model(model.to(device), cfg, load_banks(cfg).test, device)
+    metrics = {"task": cfg.task,
+               **evaluate_task(model.to(device), cfg, load_task_data(cfg), device)}
     text = json.dumps(metrics, indent=2)
     if args.out:
         Path(args.out).write_text(text)
         print(f"fernn eval: wrote {args.out}")
-    print(f"fernn eval: {cfg.name}: test MSE {metrics['test_mse']:.4e}, MSE at predicted step "
-          f"{len(metrics['length']['mean'])}: {metrics['length']['mean'][-1]:.4e}")
+    if cfg.task == "kth":
+        detail = ", ".join(f"range {r}: {a:.3f}" for r, a in
+                           zip(metrics["velocity"]["ranges"], metrics["velocity"]["accuracy"]))
+    else:
+        detail = (f"MSE at predicted step {len(metrics['length']['mean'])}: "
+                  f"{metrics['length']['mean'][-1]:.4e}")
+    print(f"fernn eval: {cfg.name}: {headline(metrics)}, {detail}")
+    return 0
+
+
+def _download(args) -> int:
+    if args.dataset == "kth":
+        from .data import download_kth
+
+        directory = download_kth(args.root)
+    else:
+        from .data import load_mnist, mnist_dir
+
+        for split in ("train", "test"):
+            load_mnist(args.root, split=split, download=True)
+        directory = mnist_dir(args.root)
+    print(f"fernn download: {args.dataset} is in {directory}")
     return 0
 
 
@@ -108,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics JSON here")
     p.set_defaults(func=_eval)
 
+    p = sub.add_parser("download", help="download a dataset (MNIST, or KTH: about 1 GB)")
+    p.add_argument("dataset", choices=("mnist", "kth"))
+    p.add_argument("--root", help="target directory (default: ~/.cache/fernn/<dataset>)")
+    p.set_defaults(func=_download)
+
     p = sub.add_parser("compare", help="one report across several runs")
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default="compare")
@@ -132,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"fernn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

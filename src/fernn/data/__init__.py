@@ -1,4 +1,5 @@
-"""Data: MNIST (read, checksummed, downloaded), offline digits, and Flowing MNIST.
+"""Data: MNIST (read, checksummed, downloaded), offline digits, Flowing MNIST, and KTH
+actions under camera motion.
 
     >>> from fernn.data import load_mnist, FlowingMNIST
     >>> images, labels = load_mnist(root, split="test")        # uint8 (N, 28, 28), int64 (N,)
@@ -10,6 +11,18 @@
 
 from ._flowing import FlowingMNIST
 from ._font_digits import render_font_digits
+from ._kth import (
+    KTH_ACTIONS,
+    KTH_MIRRORS,
+    KTH_SPLITS,
+    KTHClips,
+    KTHSequences,
+    decode_video,
+    download_kth,
+    kth_dir,
+    load_kth,
+    parse_sequences_file,
+)
 from ._mnist import MNIST_FILES, MNIST_MD5, MNIST_MIRRORS, load_mnist, mnist_dir
 from ._random import hashed_uniform
 from ._sources import DIGIT_SOURCES, DigitBank, load_digits
@@ -18,6 +31,16 @@ __all__ = [
     "DIGIT_SOURCES",
     "DigitBank",
     "FlowingMNIST",
+    "KTHClips",
+    "KTHSequences",
+    "KTH_ACTIONS",
+    "KTH_MIRRORS",
+    "KTH_SPLITS",
+    "decode_video",
+    "download_kth",
+    "kth_dir",
+    "load_kth",
+    "parse_sequences_file",
     "MNIST_FILES",
     "MNIST_MD5",
     "MNIST_MIRRORS",

@@ -10,16 +10,20 @@ layers do not.
 
 from ._checkpoint import load_model, save_model
 from ._config import Config, apply_overrides, config_to_toml, load_config, shipped_configs
-from ._engine import NonFiniteLossError, train
-from ._evaluate import evaluate_model
-from ._report import load_metrics, write_compare_report, write_run_report
+from ._engine import train
+from ._evaluate import evaluate_classifier, evaluate_model, evaluate_task
+from ._modules import NonFiniteLossError
+from ._report import headline, load_metrics, write_compare_report, write_run_report
 
 __all__ = [
     "Config",
     "NonFiniteLossError",
     "apply_overrides",
     "config_to_toml",
+    "evaluate_classifier",
     "evaluate_model",
+    "evaluate_task",
+    "headline",
     "load_config",
     "load_metrics",
     "load_model",

@@ -17,14 +17,19 @@ from typing import Any
 from ..data import DIGIT_SOURCES
 from ..models import model_options
 
-__all__ = ["Config", "load_config", "apply_overrides", "shipped_configs", "config_to_toml"]
+__all__ = ["TASKS", "Config", "load_config", "apply_overrides", "shipped_configs", "config_to_toml"]
+
+
+TASKS = ("next_step", "kth")
 
 
 @dataclass
 class Config:
-    """A Flowing MNIST next-step prediction experiment (FERNN.md §5)."""
+    """An experiment of FERNN.md §5: ``task="next_step"`` (Flowing / Rotating MNIST
+    next-step prediction) or ``task="kth"`` (KTH action recognition under camera motion)."""
 
     name: str = "run"
+    task: str = "next_step"  # "next_step" | "kth"
     # -- model --------------------------------------------------------------------------
     model: str = "fernn_predictor"
     model_options: dict = field(default_factory=dict)
@@ -37,6 +42,13 @@ class Config:
     order: int = 36  # rotation: N of C_N for the data's angular velocities
     data_angular_velocities: list = field(default_factory=lambda: list(range(-40, 41, 10)))
     test_angular_velocities: list = field(default_factory=lambda: list(range(-50, 51, 10)))
+    # -- KTH (task="kth"; size, data_max_speed and steps_per_epoch apply too) -------------
+    kth_root: str | None = None  # the dataset directory (default: $FERNN_DATA/kth or the cache)
+    clip_frames: int = 16  # frames per clip
+    frame_step: int = 2  # take every frame_step-th frame
+    flip: bool = True  # random horizontal flips in training
+    test_speeds: list = field(default_factory=lambda: [0, 1, 2])  # camera speed ranges tested
+    # -- Flowing MNIST ------------------------------------------------------------------
     num_digits: int = 2
     size: int = 28
     input_frames: int = 10
@@ -72,6 +84,8 @@ class Config:
         self.validate()
 
     def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.digits not in DIGIT_SOURCES:
             raise ValueError(f"digits must be one of {DIGIT_SOURCES}, got {self.digits!r}")
         if self.flow not in ("translation", "rotation"):
@@ -90,8 +104,22 @@ class Config:
                 f"unknown model_options {unknown} for model {self.model!r}; "
                 f"valid: {', '.join(sorted(valid))}"
             )
+        classifier = "num_classes" in valid
+        if classifier != (self.task == "kth"):
+            kind = "a classifier (e.g. fernn_classifier)" if self.task == "kth" else \
+                "a next-step predictor (e.g. fernn_predictor)"
+            raise ValueError(f"task {self.task!r} needs {kind}; model {self.model!r} is not one")
+        if self.task == "kth":
+            if self.flow != "translation":
+                raise ValueError("KTH's camera motion is a translation flow: flow='translation'")
+            if self.model_options.get("num_classes", 6) != 6:
+                raise ValueError("KTH has 6 classes: model_options.num_classes=6")
+            if any(not isinstance(r, int) or r < 0 for r in self.test_speeds) or not self.test_speeds:
+                raise ValueError(f"test_speeds must be non-negative integers, got {self.test_speeds}")
+            if self.clip_frames < 1 or self.frame_step < 1:
+                raise ValueError("clip_frames and frame_step must be at least 1")
         if "in_channels" in self.model_options and self.model_options["in_channels"] != 1:
-            raise ValueError("Flowing MNIST frames have one channel: model_options.in_channels=1")
+            raise ValueError("the frames have one channel: model_options.in_channels=1")
         for name in ("num_digits", "size", "input_frames", "predict_frames", "epochs",
                      "batch_size", "val_sequences", "test_sequences", "eval_batch_size",
                      "length_frames", "length_sequences", "velocity_sequences", "num_nodes",
@@ -121,7 +149,7 @@ def _valid_keys() -> str:
     return ", ".join(sorted(_FIELDS))
 
 
-_NULLABLE = {"digits_fallback", "data_root", "steps_per_epoch", "grad_clip"}
+_NULLABLE = {"digits_fallback", "data_root", "kth_root", "steps_per_epoch", "grad_clip"}
 
 
 def _from_dict(data: dict, source: str) -> Config:

@@ -24,26 +24,18 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader, DistributedSampler
 
 from .._atomic import atomic_open
 from .._version import __version__
-from ..models import get_model
 from ._checkpoint import atomic_torch_save, save_model
 from ._config import Config, config_to_toml
-from ._data import Banks, SequenceBatches, flowing, load_banks
-from ._evaluate import evaluate_model
+from ._data import FlowingMNISTData, KTHData, describe_data, load_task_data
+from ._evaluate import evaluate_task
+from ._modules import NonFiniteLossError, task_module
 
-__all__ = ["train", "NonFiniteLossError", "NextStepModule", "FlowingMNISTData"]
-
-VAL_SEED_OFFSET = 4_000_003
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+__all__ = ["train", "NonFiniteLossError"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -56,95 +48,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-
-
-class NextStepModule(L.LightningModule):
-    """Next-step prediction: observe ``input_frames``, predict ``predict_frames``; MSE loss."""
-
-    def __init__(self, cfg: Config):
-        super().__init__()
-        self.cfg = cfg
-        self.model = get_model(cfg.model, **cfg.model_options)
-
-    def _split(self, frames):
-        frames = frames.to(self.dtype)  # the data are float32; precision="64-true" runs in float64
-        T_in, T_out = self.cfg.input_frames, self.cfg.predict_frames
-        return frames[:, :T_in], frames[:, T_in : T_in + T_out]
-
-    def training_step(self, frames, batch_idx):
-        x, y = self._split(frames)
-        generator = None
-        if self.cfg.teacher_forcing > 0:  # a pure function of (seed, step): survives resume
-            generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.global_step)
-        pred = self.model(x, y.shape[1], target=y, teacher_forcing=self.cfg.teacher_forcing,
-                          generator=generator)
-        loss = F.mse_loss(pred, y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the training loss became {float(loss)} at step {self.global_step} "
-                f"(epoch {self.current_epoch}); the weights were not updated and the last good "
-                "checkpoint is kept. Lower lr, keep grad_clip, or check the data."
-            )
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        return loss
-
-    def validation_step(self, frames, batch_idx):
-        x, y = self._split(frames)
-        loss = F.mse_loss(self.model(x, y.shape[1]), y)
-        self.log("val_mse", loss, prog_bar=True, sync_dist=True, on_epoch=True)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(
-            self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
-        )
-
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["fernn_config"] = self.cfg.to_dict()
-        checkpoint["fernn_version"] = __version__
-
-
-class FlowingMNISTData(L.LightningDataModule):
-    """Train/val batches of Flowing MNIST; ``batch_size`` is per device."""
-
-    def __init__(self, cfg: Config, banks: Banks):
-        super().__init__()
-        self.cfg = cfg
-        self.banks = banks
-
-    def setup(self, stage=None):
-        cfg, B = self.cfg, self.cfg.batch_size
-        world = self.trainer.world_size if self.trainer is not None else 1
-        steps = cfg.steps_per_epoch or max(1, len(self.banks.train) // (B * world))
-        seq_len = cfg.input_frames + cfg.predict_frames
-        self.steps_per_epoch = steps
-        self.train_set = SequenceBatches(
-            flowing(cfg, self.banks.train, seed=cfg.seed, seq_len=seq_len,
-                    num_sequences=steps * world * B),
-            B, steps * world,
-        )
-        n_val = -(-cfg.val_sequences // B)
-        self.val_set = SequenceBatches(
-            flowing(cfg, self.banks.val, seed=cfg.seed + VAL_SEED_OFFSET, seq_len=seq_len,
-                    num_sequences=n_val * B),
-            B, n_val,
-        )
-
-    def _loader(self, dataset) -> DataLoader:
-        # Rank r takes items r, r + W, ... in order, so W ranks with batch B see exactly the
-        # sequences of one process with batch W·B. (Lightning's own distributed sampler
-        # would shuffle training items; it is switched off in the Trainer.)
-        trainer = self.trainer
-        sampler = None
-        if trainer is not None and trainer.world_size > 1:
-            sampler = DistributedSampler(dataset, num_replicas=trainer.world_size,
-                                         rank=trainer.global_rank, shuffle=False)
-        return DataLoader(dataset, batch_size=None, shuffle=False, sampler=sampler)
-
-    def train_dataloader(self):
-        return self._loader(self.train_set)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set)
 
 
 class _EpochEndCheckpoint(Callback):
@@ -186,7 +89,8 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
 # Fields that may change when a run is resumed (engine and evaluation, and a longer run).
 _RESUMABLE_CHANGES = {"epochs", "accelerator", "devices", "num_nodes", "strategy", "progress",
                       "loggers", "log_every_n_steps", "eval_batch_size", "length_frames",
-                      "length_sequences", "velocity_grid", "velocity_sequences", "name"}
+                      "length_sequences", "velocity_grid", "velocity_sequences", "name",
+                      "test_speeds", "kth_root", "data_root"}
 
 
 def _check_resume(cfg: Config, saved: dict) -> None:
@@ -234,9 +138,9 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         saved = torch.load(last, map_location="cpu", weights_only=True)
         _check_resume(cfg, saved.get("fernn_config", {}))
         resume_from = str(last)
-    banks = load_banks(cfg)
-    data = FlowingMNISTData(cfg, banks)
-    module = NextStepModule(cfg)
+    task_data = load_task_data(cfg, progress=cfg.progress)
+    data = (KTHData if cfg.task == "kth" else FlowingMNISTData)(cfg, task_data)
+    module = task_module(cfg)
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.epochs,
@@ -250,7 +154,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         callbacks=[_FreshSequencesEachEpoch(), _EpochEndCheckpoint(last)],
         enable_checkpointing=False,  # _EpochEndCheckpoint writes last.ckpt
         plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # FlowingMNISTData places the items per rank
+        use_distributed_sampler=False,  # BatchData places the items per rank
         log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
@@ -258,7 +162,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
     )
     if trainer.is_global_zero:
         (run_dir / "config.toml").write_text(config_to_toml(cfg))
-        print(f"fernn: {cfg.name}: model {cfg.model}, digits '{banks.source}', "
+        print(f"fernn: {cfg.name}: model {cfg.model}, {describe_data(cfg, task_data)}, "
               f"{sum(p.numel() for p in module.model.parameters())} parameters, "
               f"run directory {run_dir}" + (f", resuming from {last}" if resume_from else ""),
               flush=True)
@@ -280,7 +184,8 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         "model": cfg.model,
         "model_options": cfg.model_options,
         "parameters": sum(p.numel() for p in module.model.parameters()),
-        "digits": banks.source,
+        "task": cfg.task,
+        "data": describe_data(cfg, task_data),
         "fernn_version": __version__,
         "hardware": hardware(),
         "world_size": trainer.world_size,
@@ -290,11 +195,14 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         "steps_per_epoch": data.steps_per_epoch,
         "train_seconds": train_seconds,
         "weight_digests": digests,
-        "val_mse": float(trainer.callback_metrics["val_mse"])
-        if "val_mse" in trainer.callback_metrics else None,
     }
+    if cfg.task == "next_step":
+        metrics["digits"] = task_data.source
+    for key in ("val_mse", "val_accuracy"):
+        if key in trainer.callback_metrics:
+            metrics[key] = float(trainer.callback_metrics[key])
     save_model(module.model, cfg, run_dir)
-    metrics.update(evaluate_model(module.model, cfg, banks.test, device, progress=cfg.progress))
+    metrics.update(evaluate_task(module.model, cfg, task_data, device, progress=cfg.progress))
     _write_json(metrics, run_dir / "metrics.json")
-    write_run_report(run_dir, metrics, cfg, banks.test, module.model, device)
+    write_run_report(run_dir, metrics, cfg, task_data, module.model, device)
     return metrics

@@ -1,4 +1,5 @@
-"""Evaluation of next-step predictors: test MSE, length and velocity generalisation.
+"""Evaluation: next-step predictors (test MSE, length and velocity generalisation) and
+clip classifiers (accuracy, confusion matrix, camera-speed generalisation).
 
 Plain PyTorch (no training engine): usable on any saved model. Seeds of the evaluation
 sets are fixed offsets of the config seed, so every run of a config sees the same test
@@ -10,11 +11,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..data import DigitBank, FlowingMNIST
+from ..data import KTH_ACTIONS, DigitBank, FlowingMNIST, KTHClips, KTHSequences
 from ._config import Config
-from ._data import flowing
+from ._data import Banks, flowing, kth_clips
 
-__all__ = ["rollout_errors", "evaluate_model", "TEST_SEED_OFFSET"]
+__all__ = ["rollout_errors", "evaluate_model", "classify_clips", "evaluate_classifier",
+           "evaluate_task", "TEST_SEED_OFFSET"]
 
 TEST_SEED_OFFSET = 1_000_003
 LENGTH_SEED_OFFSET = 2_000_003
@@ -111,3 +113,67 @@ def evaluate_model(
         },
         "velocity": velocity,
     }
+
+
+@torch.no_grad()
+def classify_clips(model: nn.Module, clips: KTHClips, batch_size: int, device: torch.device,
+                   progress=None) -> tuple[Tensor, Tensor]:
+    """Predicted and true class of every clip: two ``(len(clips),)`` int64 tensors."""
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    predicted, labels = [], []
+    for start in range(0, len(clips), batch_size):
+        stop = min(len(clips), start + batch_size)
+        batch = clips.batch(range(start, stop), device=device)
+        predicted.append(model(batch["frames"].to(dtype)).argmax(-1).cpu())
+        labels.append(batch["labels"].cpu())
+        if progress is not None:
+            progress.update(stop - start)
+    return torch.cat(predicted), torch.cat(labels)
+
+
+def evaluate_classifier(model: nn.Module, cfg: Config, test: KTHSequences, device: torch.device,
+                        progress=True) -> dict:
+    """Clip accuracy on the test persons: at the training camera-speed range (with the
+    confusion matrix, rows true class, columns predicted) and at each of
+    ``cfg.test_speeds`` (velocity generalisation). Clips: every non-overlapping window of
+    every test sequence, each moved by its own fixed velocity from the range."""
+    ranges = sorted(set(cfg.test_speeds) | {cfg.data_max_speed})
+    sets = {r: kth_clips(cfg, test, train=False, seed=cfg.seed + TEST_SEED_OFFSET + r,
+                         max_speed=r) for r in ranges}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(c) for c in sets.values()), desc="evaluating", unit="clip",
+                   leave=False)
+    accuracy, confusion = {}, None
+    for r, clips in sets.items():
+        predicted, labels = classify_clips(model, clips, cfg.eval_batch_size, device, bar)
+        accuracy[r] = float((predicted == labels).double().mean())
+        if r == cfg.data_max_speed:
+            k = len(KTH_ACTIONS)
+            confusion = torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
+    if bar is not None:
+        bar.close()
+    clips = sets[cfg.data_max_speed]
+    return {
+        "test_accuracy": accuracy[cfg.data_max_speed],
+        "test_clips": len(clips),
+        "test_sequences_skipped": clips.skipped,
+        "classes": list(KTH_ACTIONS),
+        "confusion": confusion.tolist(),
+        "velocity": {"kind": "speed_range", "trained": cfg.data_max_speed,
+                     "ranges": cfg.test_speeds,
+                     "accuracy": [accuracy[r] for r in cfg.test_speeds]},
+    }
+
+
+def evaluate_task(model: nn.Module, cfg: Config, data, device: torch.device,
+                  progress=True) -> dict:
+    """The evaluation of ``cfg.task`` on the test part of ``data`` (:class:`Banks` or
+    :class:`KTHSequences`)."""
+    if cfg.task == "kth":
+        return evaluate_classifier(model, cfg, data.split("test"), device, progress)
+    test = data.test if isinstance(data, Banks) else data
+    return evaluate_model(model, cfg, test, device, progress)

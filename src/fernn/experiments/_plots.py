@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["learning_curves", "length_curves", "velocity_heatmap", "velocity_curves",
-           "frame_strip", "save_gif"]
+           "frame_strip", "save_gif", "confusion_matrix", "speed_range_accuracy"]
 
 
 def _plt():
@@ -31,14 +31,51 @@ def _finish(fig, ax, xlabel: str, ylabel: str, title: str | None = None):
     return fig
 
 
-def learning_curves(curves: dict) -> "object":
-    """``curves``: label → (steps, values); log-scale MSE against training step."""
+def learning_curves(curves: dict, ylabel: str = "MSE") -> "object":
+    """``curves``: label → (steps, values); log scale against training step."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (steps, values) in curves.items():
         ax.plot(steps, values, label=label, marker="o" if len(steps) < 30 else None)
     ax.set_yscale("log")
-    return _finish(fig, ax, "training step", "MSE")
+    return _finish(fig, ax, "training step", ylabel)
+
+
+def confusion_matrix(counts, classes, title: str = "Confusion matrix") -> "object":
+    """``counts``: K×K clip counts, rows true class, columns predicted; cells show the
+    fraction of each true class (rows sum to 1) and the count."""
+    plt = _plt()
+    counts = np.asarray(counts, dtype=np.float64)
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=40, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{fractions[i, j]:.2f}\n({int(counts[i, j])})", ha="center",
+                    va="center", fontsize=7, color="w" if fractions[i, j] > 0.5 else "k")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def speed_range_accuracy(runs: dict, trained: int | None = None,
+                         title: str = "Camera-speed generalisation") -> "object":
+    """``runs``: label → (speed ranges r, accuracy); test clips move at v ∈ {-r..r}²."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (ranges, accuracy) in runs.items():
+        ax.plot(ranges, accuracy, marker="o", label=label)
+    if trained is not None:
+        ax.axvline(trained, color="grey", linestyle="--", linewidth=1, label="trained range")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(sorted({r for ranges, _ in runs.values() for r in ranges}))
+    return _finish(fig, ax, "camera speed range r (v ∈ {-r..r}², px/frame)", "test accuracy",
+                   title)
 
 
 def length_curves(runs: dict, trained_frames: int | None = None) -> "object":

@@ -10,18 +10,21 @@ from pathlib import Path
 import torch
 
 from ._config import Config
-from ._data import flowing
+from ._data import Banks, flowing
 from ._evaluate import LENGTH_SEED_OFFSET
 from ._plots import (
+    confusion_matrix,
     frame_strip,
     learning_curves,
     length_curves,
     save_gif,
+    speed_range_accuracy,
     velocity_curves,
     velocity_heatmap,
 )
 
-__all__ = ["write_run_report", "write_compare_report", "read_learning_curves", "load_metrics"]
+__all__ = ["write_run_report", "write_compare_report", "read_learning_curves", "load_metrics",
+           "headline"]
 
 
 def _save(fig, path: Path) -> str:
@@ -33,7 +36,8 @@ def _save(fig, path: Path) -> str:
 
 
 def read_learning_curves(run_dir: Path) -> dict:
-    """``{"train": (steps, losses), "val": (steps, mses)}`` from the CSV log."""
+    """``{"train": (steps, losses), "val": (steps, values)}`` from the CSV log (the
+    validation MSE, or loss for classifiers)."""
     path = Path(run_dir) / "logs" / "csv" / "metrics.csv"
     curves: dict = {"train": ([], []), "val": ([], [])}
     if not path.is_file():
@@ -41,7 +45,8 @@ def read_learning_curves(run_dir: Path) -> dict:
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             step = int(row["step"])
-            for key, column in (("train", "train_loss"), ("val", "val_mse")):
+            val = "val_loss" if "val_loss" in row else "val_mse"
+            for key, column in (("train", "train_loss"), ("val", val)):
                 if row.get(column):
                     curves[key][0].append(step)
                     curves[key][1].append(float(row[column]))
@@ -69,11 +74,80 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3e}"
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def headline(metrics: dict) -> str:
+    """The run's main figure in words: test MSE, or test accuracy."""
+    if metrics.get("task") == "kth":
+        return f"test accuracy {metrics['test_accuracy']:.3f}"
+    return f"test MSE {metrics['test_mse']:.4e}"
+
+
+def _write_classification_report(run_dir: Path, metrics: dict, cfg: Config) -> Path:
+    curves = read_learning_curves(run_dir)
+    figures = {}
+    labelled = {name: c for name, c in (("train loss", curves["train"]),
+                                         ("val loss", curves["val"])) if c[0]}
+    if labelled:
+        figures["learning"] = _save(learning_curves(labelled, ylabel="cross-entropy"),
+                                    run_dir / "learning_curves.png")
+    figures["confusion"] = _save(
+        confusion_matrix(metrics["confusion"], metrics["classes"],
+                         title=f"{cfg.name}: test clips, speeds ≤ {cfg.data_max_speed}"),
+        run_dir / "confusion_matrix.png")
+    velocity = metrics["velocity"]
+    figures["velocity"] = _save(
+        speed_range_accuracy({cfg.name: (velocity["ranges"], velocity["accuracy"])},
+                             trained=velocity["trained"]),
+        run_dir / "velocity_generalisation.png")
+    lines = [
+        f"# {cfg.name}",
+        "",
+        f"Model `{cfg.model}` {json.dumps(cfg.model_options)} — {metrics['parameters']} "
+        f"parameters; data: **{metrics['data']}**; {metrics['steps']} steps "
+        f"({metrics['epochs']} epochs × {metrics['steps_per_epoch']}), global batch "
+        f"{metrics['global_batch']}, {metrics['train_seconds']:.0f} s on {metrics['hardware']}; "
+        f"fernn {metrics['fernn_version']}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| test accuracy (camera speeds v ∈ {{-{cfg.data_max_speed}..{cfg.data_max_speed}}}², "
+        f"{metrics['test_clips']} clips) | {_pct(metrics['test_accuracy'])} |",
+        f"| validation accuracy (last) | {_pct(metrics.get('val_accuracy'))} |",
+    ]
+    lines += [f"| test accuracy, speed range {r} | {_pct(a)} |"
+              for r, a in zip(velocity["ranges"], velocity["accuracy"])]
+    lines += [""]
+    if "learning" in figures:
+        lines += [f"![learning curves]({figures['learning']})", ""]
+    lines += [
+        f"![confusion matrix]({figures['confusion']})",
+        "",
+        f"![camera-speed generalisation]({figures['velocity']})",
+        "",
+        f"Clips: {cfg.clip_frames} frames, one in {cfg.frame_step} of the video, {cfg.size}×{cfg.size}; "
+        f"test clips are every non-overlapping window of the test persons' sequences "
+        f"({metrics['test_sequences_skipped']} sequences too short for one).",
+        "",
+        "Files: `config.toml` (resolved config), `metrics.json`, `model.safetensors` + "
+        "`model.json`, `checkpoints/last.ckpt` (resume), `logs/` (CSV, TensorBoard).",
+    ]
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
 @torch.no_grad()
-def write_run_report(run_dir, metrics: dict, cfg: Config, test_bank, model, device) -> Path:
-    """Plots (learning curves, length generalisation, velocity heat map, a frame strip),
-    a rollout GIF, and ``report.md`` linking them."""
+def write_run_report(run_dir, metrics: dict, cfg: Config, data, model, device) -> Path:
+    """Plots and ``report.md``. Next-step runs (``data``: the :class:`Banks` or the test
+    bank): learning curves, length generalisation, velocity heat map, a frame strip and a
+    rollout GIF. KTH runs: learning curves, confusion matrix, camera-speed accuracy."""
     run_dir = Path(run_dir)
+    if cfg.task == "kth":
+        return _write_classification_report(run_dir, metrics, cfg)
+    test_bank = data.test if isinstance(data, Banks) else data
     curves = read_learning_curves(run_dir)
     figures = {}
     labelled = {name: c for name, c in (("train loss", curves["train"]),
@@ -142,10 +216,16 @@ def write_run_report(run_dir, metrics: dict, cfg: Config, test_bank, model, devi
 
 def write_compare_report(run_dirs: list, out_dir, title: str = "Comparison",
                          intro: list[str] | None = None) -> Path:
-    """One report across runs: a table, overlaid length curves, heat maps side by side."""
+    """One report across runs: a table, then overlaid length curves and velocity heat maps
+    (next-step runs) or accuracy against camera speed (KTH runs)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [(Path(d), load_metrics(d)) for d in run_dirs]
+    tasks = {m.get("task", "next_step") for _, m in runs}
+    if len(tasks) > 1:
+        raise ValueError(f"cannot compare runs of different tasks ({sorted(tasks)}) in one report")
+    if tasks == {"kth"}:
+        return _write_classification_compare(runs, out_dir, title, intro)
     lines = [f"# {title}", ""] + (intro or []) + [
         "| run | model | params | digits | steps | test MSE | MSE at last predicted step | train time |",
         "|---|---|---|---|---|---|---|---|",
@@ -167,6 +247,29 @@ def write_compare_report(run_dirs: list, out_dir, title: str = "Comparison",
             fig = _velocity_figure({m["name"]: m["velocity"]}, min(all_values), max(all_values))
             name = _save(fig, out_dir / f"compare_velocity_{m['name']}.png")
             lines.append(f"![{m['name']} velocity generalisation]({name})")
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _write_classification_compare(runs, out_dir: Path, title: str, intro) -> Path:
+    ranges = runs[0][1]["velocity"]["ranges"]
+    lines = [f"# {title}", ""] + (intro or []) + [
+        "| run | model | params | steps | test accuracy | "
+        + " | ".join(f"range {r}" for r in ranges) + " | train time |",
+        "|---|---|---|---|---|" + "---|" * len(ranges) + "---|",
+    ]
+    for d, m in runs:
+        by_range = dict(zip(m["velocity"]["ranges"], m["velocity"]["accuracy"]))
+        lines.append(
+            f"| [{m['name']}]({os.path.relpath(d / 'report.md', out_dir)}) | `{m['model']}` "
+            f"| {m['parameters']} | {m['steps']} | {_pct(m['test_accuracy'])} | "
+            + " | ".join(_pct(by_range.get(r)) for r in ranges)
+            + f" | {m['train_seconds']:.0f} s |"
+        )
+    fig = speed_range_accuracy({m["name"]: (m["velocity"]["ranges"], m["velocity"]["accuracy"])
+                                for _, m in runs})
+    lines += ["", f"![camera-speed generalisation]({_save(fig, out_dir / 'compare_velocity.png')})"]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
