@@ -346,3 +346,19 @@ def test_a_fernn_classifier_learns_the_synthetic_actions(kth_root, tmp_path):
     metrics = train(cfg, tmp_path / "run")
     assert metrics["test_accuracy"] >= 0.45
     assert min(metrics["velocity"]["accuracy"]) >= 0.45
+
+
+def test_a_kth_run_extended_by_resuming_equals_one_run(kth_root, tmp_path):
+    """The epoch's order, starts, velocities and flips are a pure function of (seed,
+    epoch): 1 epoch then a resume to 2 gives the weights of 2 epochs in one go."""
+    pytest.importorskip("lightning")
+    from fernn.experiments import load_config, load_model, train
+
+    base = [f"kth_root={kth_root}", "loggers=[]"]
+    train(load_config("kth_tiny", base + ["epochs=1"]), tmp_path / "resumed")
+    train(load_config("kth_tiny", base + ["epochs=2"]), tmp_path / "resumed")
+    train(load_config("kth_tiny", base + ["epochs=2"]), tmp_path / "straight")
+    a, _ = load_model(tmp_path / "resumed")
+    b, _ = load_model(tmp_path / "straight")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
