@@ -187,6 +187,38 @@ def test_checkpointing_over_time_gives_identical_outputs_and_gradients(cell, num
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize("cell", fernn.CELL_TYPES)
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_fused_shift_and_padding_gives_identical_outputs_and_gradients(cell, kernel_size):
+    """The fast path (transport gather writes the circular padding) equals the plain path:
+    shift, then nn.Conv2d's own circular padding."""
+    flow = TranslationFlow2D(max_speed=2)
+    fused = FlowRNN(1, 3, flow, cell=cell, num_layers=2, kernel_size=kernel_size)
+    plain = FlowRNN(1, 3, flow, cell=cell, num_layers=2, kernel_size=kernel_size)
+    plain.load_state_dict(fused.state_dict())
+    assert all(layer.fused_padding for layer in fused.layers)
+    for layer in plain.layers:
+        layer.fused_padding = False
+    x = torch.rand(2, 4, 1, 9, 8, dtype=torch.float64)
+    fused.double(), plain.double()
+    results = []
+    for model in (fused, plain):
+        out, _ = model(x)
+        grads = torch.autograd.grad(out.sin().sum(), list(model.parameters()))
+        results.append((out, grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-12)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_fused_padding_only_where_it_is_exact():
+    flow = TranslationFlow2D(max_speed=1)
+    assert not FlowRNN(1, 3, flow, padding_mode="zeros").layers[0].fused_padding
+    assert not FlowRNN(1, 3, flow, transport="learned").layers[0].fused_padding
+    rot = fernn.RotationFlow2D([0, 90], order=4)
+    assert not FlowRNN(1, 3, rot).layers[0].fused_padding
+
+
 def test_return_sequence_false_keeps_only_the_state():
     rnn = FlowRNN(1, 3, TranslationFlow2D(max_speed=1), num_layers=2)
     x = torch.rand(2, 4, 1, 8, 8)

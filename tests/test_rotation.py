@@ -169,6 +169,34 @@ def test_ten_degree_steps_measured_on_smooth_inputs(capsys):
     assert 0 < inv_f.rel_l2 < 0.15 and 0 < inv_g.rel_l2 < 0.15
 
 
+@pytest.mark.parametrize("checkpoint_every", [0, 2])
+def test_rotated_kernel_family_is_built_once_per_sequence(monkeypatch, checkpoint_every):
+    """FlowRNN builds W's rotated kernels once per forward, not once per frame; outputs
+    and gradients equal the per-step build exactly."""
+    flow = RotationFlow2D([-90, 0, 90], order=4)
+    rnn = FlowRNN(1, 2, flow, cell="gru", checkpoint_every=checkpoint_every).double()
+    x = torch.rand(2, 5, 1, 8, 8, dtype=torch.float64)
+    calls = []
+    original = GroupConv2d.expanded_weight
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(GroupConv2d, "expanded_weight", counting)
+    out, _ = rnn(x)
+    assert len(calls) == 1
+    grads = torch.autograd.grad(out.sin().sum(), list(rnn.parameters()))
+    monkeypatch.setattr(fernn.FlowRNNCell, "hidden_weight", lambda self: None)
+    calls.clear()
+    out_per_step, _ = rnn(x)
+    assert len(calls) == 5  # the old behaviour: one build per frame
+    grads_per_step = torch.autograd.grad(out_per_step.sin().sum(), list(rnn.parameters()))
+    assert torch.equal(out, out_per_step)
+    for a, b in zip(grads, grads_per_step):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_grnn_fails_the_rotation_flow_law():
     trivial = RotationFlow2D([0], order=4)
     grnn = FlowRNN(1, 2, trivial)

@@ -55,8 +55,34 @@ def test_gradient_is_the_adjoint(circular):
     assert torch.autograd.gradgradcheck(lambda t: roll2d(t, shifts, circular), (x,))
 
 
+def reference_shift_pad(x, shifts, pad, circular):
+    """Transcription: shift (loop of torch.roll), then pad the way a convolution would."""
+    moved = reference_roll(x, shifts, circular)
+    lead = moved.shape[:-2]
+    padded = torch.nn.functional.pad(moved.reshape(-1, 1, *moved.shape[-2:]), (pad,) * 4,
+                                     mode="circular" if circular else "constant")
+    return padded.view(*lead, *padded.shape[-2:])
+
+
+@pytest.mark.parametrize("circular", [True, False], ids=["torus", "zeros"])
+@pytest.mark.parametrize("pad", [1, 2, 5])
+def test_shift_with_padding_is_one_gather_of_the_padded_shift(circular, pad):
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    shifts = torch.randint(-8, 9, (1, 3, 2))
+    out = roll2d(x, shifts, circular, pad=pad)
+    ref = reference_shift_pad(x, shifts, pad, circular)
+    assert out.shape == (2, 3, 5 + 2 * pad, 6 + 2 * pad) and torch.equal(out, ref)
+    grad = torch.randn_like(out)
+    ours, = torch.autograd.grad(out, x, grad)
+    theirs, = torch.autograd.grad(ref, x, grad)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: roll2d(t, shifts, circular, pad=pad), (x,))
+
+
 def test_errors():
     x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="pad must lie in"):
+        roll2d(x, torch.zeros(2, 3, 2, dtype=torch.long), pad=5)
     with pytest.raises(TypeError, match="integer shifts"):
         roll2d(x, torch.zeros(2, 3, 2))
     with pytest.raises(ValueError, match="leading axes"):

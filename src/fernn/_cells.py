@@ -57,8 +57,9 @@ class FlowTransport(nn.Module):
         self.flow = flow
         self.padding_mode = padding_mode
 
-    def forward(self, h: Tensor) -> Tensor:
-        return self.flow.move_hidden(h, padding_mode=self.padding_mode)
+    def forward(self, h: Tensor, pad: int = 0) -> Tensor:
+        """``S_ν h``, padded by ``pad`` per side (see :meth:`Flow.move_hidden`)."""
+        return self.flow.move_hidden(h, padding_mode=self.padding_mode, pad=pad)
 
     def extra_repr(self) -> str:
         return f"{self.flow!r}, padding_mode={self.padding_mode!r}"
@@ -181,6 +182,16 @@ class FlowRNNCell(nn.Module):
         self.conv_hid = flow.make_conv(hidden_channels, gates * hidden_channels, kernel_size,
                                        False, padding_mode, input_on_group=True)  # W
         self._phi = NONLINEARITIES[nonlinearity]
+        # Fast path: the transport's gather also writes W's circular padding (one pass
+        # instead of a shift, a padding copy and the padding's costly backward). Exact;
+        # set ``fused_padding = False`` to run the plain path.
+        self.fused_padding = (
+            transport == "flow" and type(self.conv_hid) is nn.Conv2d
+            and self.conv_hid.padding_mode == "circular"
+            and self.conv_hid.stride == (1, 1) and self.conv_hid.dilation == (1, 1)
+            and self.conv_hid.groups == 1
+            and self.conv_hid.padding[0] == self.conv_hid.padding[1]
+        )
         if cell == "lstm" and bias:
             with torch.no_grad():  # forget gate starts open: the usual LSTM initialisation
                 self.conv_in.bias[hidden_channels : 2 * hidden_channels].fill_(1.0)
@@ -216,15 +227,32 @@ class FlowRNNCell(nn.Module):
         h = like.new_zeros(batch, len(self.flow), self.state_channels, height, width)
         return (h, h.clone()) if self.cell == "lstm" else h
 
-    def step(self, u: Tensor, state):
-        """Advance one frame given its precomputed input term ``u`` ``(B, 1 or V, G·C_h, H, W)``."""
+    def hidden_weight(self) -> Tensor | None:
+        """W's kernel as the convolution uses it, where building it costs something (the
+        rotated kernel family of a C_N group convolution); else None. :class:`FlowRNN`
+        builds it once per sequence and hands it to every :meth:`step`."""
+        expanded = getattr(self.conv_hid, "expanded_weight", None)
+        return expanded() if expanded is not None else None
+
+    def step(self, u: Tensor, state, hidden_weight: Tensor | None = None):
+        """Advance one frame given its precomputed input term ``u`` ``(B, 1 or V, G·C_h, H, W)``
+        (and, optionally, :meth:`hidden_weight`)."""
         if self.cell == "lstm":
             h_prev, c_prev = state
         else:
             h_prev = state
         B, V, C, H, W = h_prev.shape
-        hs = self.transport(h_prev)  # S_ν h_{t-1}(ν): (B, V, C, H, W)
-        a = self.conv_hid(hs.reshape(B * V, C, H, W))  # 'b v c h w -> (b v) c h w'
+        if self.fused_padding:
+            p = self.conv_hid.padding[0]
+            hp = self.transport(h_prev, pad=p)  # S_ν h_{t-1}(ν), padded: (B, V, C, H+2p, W+2p)
+            a = F.conv2d(hp.view(B * V, C, H + 2 * p, W + 2 * p), self.conv_hid.weight,
+                         self.conv_hid.bias)
+            hs = hp[..., p : p + H, p : p + W]  # S_ν h_{t-1}(ν), a view
+        else:
+            hs = self.transport(h_prev)  # S_ν h_{t-1}(ν): (B, V, C, H, W)
+            hs_flat = hs.reshape(B * V, C, H, W)  # 'b v c h w -> (b v) c h w'
+            a = (self.conv_hid(hs_flat) if hidden_weight is None
+                 else self.conv_hid(hs_flat, weight=hidden_weight))
         a = a.view(B, V, -1, H, W)  # (B, V, G·C, H, W)
         if self.cell == "rnn":
             return self._phi(u + a)

@@ -19,6 +19,7 @@ import abc
 from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._pooling import pool_velocities
@@ -153,10 +154,13 @@ class Flow(abc.ABC):
         """
 
     @abc.abstractmethod
-    def move_hidden(self, h: Tensor, padding_mode: str = "circular") -> Tensor:
-        """One step of every velocity slice along its own flow: ``out[:, i] = ψ_1(ν_i) h[:, i]``.
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0) -> Tensor:
+        """One step of every velocity slice along its own flow: ``out[:, i] = ψ_1(ν_i) h[:, i]``,
+        padded by ``pad`` pixels per side the ``padding_mode`` way (the input of a
+        ``padding=0`` convolution; translations do both in one gather).
 
-        Shapes: h ``(B, V, C, H, W)``; returns the same shape. Differentiable, batched over V.
+        Shapes: h ``(B, V, C, H, W)``; returns ``(B, V, C, H + 2·pad, W + 2·pad)``.
+        Differentiable, batched over V.
         """
 
     @abc.abstractmethod
@@ -303,11 +307,11 @@ class TranslationFlow2D(Flow):
         shifts = (t[None, :, None] * v[:, None, :])[:, :, None]  # (B, T, 1, 2)
         return roll2d(x, shifts)
 
-    def move_hidden(self, h: Tensor, padding_mode: str = "circular") -> Tensor:
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0) -> Tensor:
         circular = _check_padding_mode(padding_mode)
         _check_lifted(h, len(self))
         shifts = self.velocities.to(h.device)[None, :, None]  # (1, V, 1, 2)
-        return roll2d(h, shifts, circular=circular)
+        return roll2d(h, shifts, circular=circular, pad=pad)
 
     def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
         v = torch.tensor(self._key(velocity), device=h.device)  # (2,)
@@ -432,12 +436,18 @@ class RotationFlow2D(Flow):
         t = torch.arange(start, start + T, device=x.device, dtype=torch.float64)
         return rotate(x, w[:, None] * t[None, :])
 
-    def move_hidden(self, h: Tensor, padding_mode: str = "circular") -> Tensor:
-        _check_padding_mode(padding_mode)
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0) -> Tensor:
+        circular = _check_padding_mode(padding_mode)
         _check_lifted(h, len(self))
         angles = self.velocities.to(h.device)[None, :]  # (1, V)
         bins = torch.tensor(self.bins, device=h.device)[None, :]
-        return self._roll_orientations(rotate(h, angles.expand(h.shape[:2])), bins)
+        out = self._roll_orientations(rotate(h, angles.expand(h.shape[:2])), bins)
+        if pad:
+            B, V, C, H, W = out.shape
+            out = F.pad(out.reshape(B * V, C, H, W), (pad,) * 4,
+                        mode="circular" if circular else "constant").view(B, V, C, H + 2 * pad,
+                                                                          W + 2 * pad)
+        return out
 
     def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
         w = self._key(velocity)

@@ -85,8 +85,10 @@ class LiftingConv2d(_CNConv):
         family = _rotate_blocks(copies)
         return family.transpose(0, 1).reshape(-1, self.in_channels, *self.weight.shape[-2:])
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv(x, self.expanded_weight())
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        """``weight``: a precomputed :meth:`expanded_weight` (a recurrent layer builds it
+        once per sequence instead of once per step)."""
+        return self._conv(x, self.expanded_weight() if weight is None else weight)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels} → {self.out_fields} fields × C_{self.order}, "
@@ -115,8 +117,10 @@ class GroupConv2d(_CNConv):
         blocks = _rotate_blocks(shifted.permute(2, 0, 1, 3, 4, 5))  # (N_n, G, F, N_m, k, k)
         return blocks.permute(1, 0, 2, 3, 4, 5).reshape(self.out_fields * N, self.in_fields * N, k, k)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv(x, self.expanded_weight())
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        """``weight``: a precomputed :meth:`expanded_weight` (a recurrent layer builds it
+        once per sequence instead of once per step)."""
+        return self._conv(x, self.expanded_weight() if weight is None else weight)
 
     def extra_repr(self) -> str:
         return (f"{self.in_fields} → {self.out_fields} fields × C_{self.order}, "

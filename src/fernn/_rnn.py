@@ -162,20 +162,21 @@ class FlowRNN(nn.Module):
             return torch.stack([h for h, _ in states]), torch.stack([c for _, c in states])
         return torch.stack(states)
 
-    def _run_segment(self, layer, u: Tensor, state, keep: bool):
+    def _run_segment(self, layer, u: Tensor, state, keep: bool, weight: Tensor | None):
         """Step ``layer`` through the frames of ``u`` ``(B, T', ...)``; returns the stacked
         outputs (or None) and the final state."""
         outputs = []
         for t in range(u.shape[1]):
-            state = layer.step(u[:, t], state)
+            state = layer.step(u[:, t], state, weight)
             if keep:
                 outputs.append(state[0] if layer.cell == "lstm" else state)
         return (torch.stack(outputs, dim=1) if keep else None), state
 
     def _run_layer(self, layer, u: Tensor, state, keep: bool):
         k = self.checkpoint_every
+        weight = layer.hidden_weight()  # built once for all frames (None for plain convs)
         if not k or not torch.is_grad_enabled() or u.shape[1] <= k:
-            return self._run_segment(layer, u, state, keep)
+            return self._run_segment(layer, u, state, keep, weight)
         from torch.utils.checkpoint import checkpoint
 
         pieces = []
@@ -183,11 +184,11 @@ class FlowRNN(nn.Module):
         for start in range(0, u.shape[1], k):
             seg = u[:, start : start + k]
 
-            def run(seg, *flat, layer=layer, keep=keep):
-                out, st = self._run_segment(layer, seg, unflat_state(flat, lstm), keep)
+            def run(seg, weight, *flat, layer=layer, keep=keep):
+                out, st = self._run_segment(layer, seg, unflat_state(flat, lstm), keep, weight)
                 return (out, *flat_state(st, lstm)) if keep else flat_state(st, lstm)
 
-            result = checkpoint(run, seg, *flat_state(state, lstm), use_reentrant=False)
+            result = checkpoint(run, seg, weight, *flat_state(state, lstm), use_reentrant=False)
             if keep:
                 pieces.append(result[0])
                 result = result[1:]

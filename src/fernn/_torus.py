@@ -21,6 +21,13 @@ Two exact strategies are used, chosen by the size of the index they need:
 
 The backward pass of a shift is the shift by ``-s`` (its adjoint), so gradients cost one
 more gather rather than a scatter-add.
+
+With ``pad=p`` the shift and a convolution's padding are one gather: the output is the
+shifted image already padded by ``p`` on each side (wrapped on the torus, zeros
+otherwise), ready for a convolution with ``padding=0``. This saves the separate padding
+copy — and above all its backward, which autograd runs as many slice copies and fills.
+The backward folds the padded gradient back onto the torus (or drops the zero border),
+then shifts it by ``-s``.
 """
 
 from __future__ import annotations
@@ -31,28 +38,47 @@ from torch import Tensor
 __all__ = ["roll2d"]
 
 
-def _source_coords(shifts: Tensor, size: int, axis: int, circular: bool) -> Tensor:
-    """Source coordinate of every output coordinate: (*S, size), ``-1`` when outside."""
-    coords = torch.arange(size, device=shifts.device)
-    src = coords - shifts[..., axis, None]  # (*S, size)
+def _source_coords(shifts: Tensor, size: int, axis: int, circular: bool,
+                          pad: int) -> Tensor:
+    """Source coordinate of every coordinate of the padded output, ``-1`` when outside."""
+    coords = torch.arange(-pad, size + pad, device=shifts.device)
+    src = coords - shifts[..., axis, None]  # (*S, size + 2·pad)
     if circular:
         return src.remainder(size)
-    return torch.where((src >= 0) & (src < size), src, torch.full_like(src, -1))
+    # Zeros: a pixel is zero if the shift brings it from outside, or it is padding.
+    inside = (src >= 0) & (src < size) & (coords >= 0) & (coords < size)
+    return torch.where(inside, src, torch.full_like(src, -1))
 
 
-def _roll_flat(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
+def _roll_flat(x: Tensor, shifts: Tensor, circular: bool, pad: int = 0) -> Tensor:
     *lead, H, W = x.shape
-    rows = _source_coords(shifts, H, 0, circular)  # (*S, H)
-    cols = _source_coords(shifts, W, 1, circular)  # (*S, W)
-    flat = rows[..., :, None] * W + cols[..., None, :]  # (*S, H, W)
+    rows = _source_coords(shifts, H, 0, circular, pad)  # (*S, H + 2p)
+    cols = _source_coords(shifts, W, 1, circular, pad)  # (*S, W + 2p)
+    flat = rows[..., :, None] * W + cols[..., None, :]  # (*S, H + 2p, W + 2p)
     src = x.reshape(*lead, H * W)
     if not circular:
         # Out-of-image pixels read an appended zero.
         outside = (rows[..., :, None] < 0) | (cols[..., None, :] < 0)
         flat = torch.where(outside, torch.full_like(flat, H * W), flat)
         src = torch.nn.functional.pad(src, (0, 1))
-    index = flat.reshape(*shifts.shape[:-1], H * W).expand(*lead, H * W)
-    return src.gather(-1, index).view(*lead, H, W)
+    Hp, Wp = H + 2 * pad, W + 2 * pad
+    index = flat.reshape(*shifts.shape[:-1], Hp * Wp).expand(*lead, Hp * Wp)
+    return src.gather(-1, index).view(*lead, Hp, Wp)
+
+
+def _fold(grad: Tensor, pad: int, circular: bool) -> Tensor:
+    """Adjoint of padding by ``pad``: the border adds onto the opposite side of the torus
+    (circular), or is dropped (zeros). ``(*L, H + 2p, W + 2p) -> (*L, H, W)``."""
+    H, W = grad.shape[-2] - 2 * pad, grad.shape[-1] - 2 * pad
+    rows = grad[..., pad : pad + H, :].clone()
+    if circular:
+        rows[..., :pad, :] += grad[..., pad + H :, :]
+        rows[..., H - pad :, :] += grad[..., :pad, :]
+    out = rows[..., pad : pad + W].clone()
+    if circular:
+        out[..., :pad] += rows[..., pad + W :]
+        out[..., W - pad :] += rows[..., :pad]
+    return out
 
 
 def _roll_windows(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
@@ -94,19 +120,24 @@ def _roll(x: Tensor, shifts: Tensor, circular: bool) -> Tensor:
 
 class _Roll2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, shifts: Tensor, circular: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, shifts: Tensor, circular: bool, pad: int = 0) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(shifts)
         ctx.circular = circular
+        ctx.pad = pad
+        if pad:
+            return _roll_flat(x, shifts, circular, pad)
         return _roll(x, shifts, circular)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (shifts,) = ctx.saved_tensors
+        if ctx.pad:
+            grad = _fold(grad, ctx.pad, ctx.circular)
         # The adjoint of a (partial) permutation is its inverse: the opposite shift.
-        return _Roll2d.apply(grad, -shifts, ctx.circular), None, None
+        return _Roll2d.apply(grad, -shifts, ctx.circular), None, None, None
 
 
-def roll2d(x: Tensor, shifts: Tensor, circular: bool = True) -> Tensor:
+def roll2d(x: Tensor, shifts: Tensor, circular: bool = True, pad: int = 0) -> Tensor:
     """Shift every image of ``x`` by its own integer displacement.
 
     Args:
@@ -114,9 +145,12 @@ def roll2d(x: Tensor, shifts: Tensor, circular: bool = True) -> Tensor:
         shifts: integer tensor ``(*S, 2)`` of ``(s_y, s_x)`` rows, with ``len(S) == len(L)``
             and ``S`` broadcastable to ``L``.
         circular: wrap around the torus (``True``) or fill with zeros (``False``).
+        pad: also pad the result by ``pad`` pixels on every side, the same way (wrapped on
+            the torus, zeros otherwise): the input of a ``padding=0`` convolution.
 
     Returns:
-        ``(*L, H, W)`` tensor with ``out[..., i, j] = x[..., i - s_y, j - s_x]``.
+        ``(*L, H + 2·pad, W + 2·pad)`` tensor with ``out[..., i, j] = x[..., i - pad - s_y,
+        j - pad - s_x]`` (indices wrapped, or zero outside the image).
     """
     if shifts.dtype.is_floating_point or shifts.dtype == torch.bool:
         raise TypeError(f"roll2d needs integer shifts, got dtype {shifts.dtype}")
@@ -137,5 +171,8 @@ def roll2d(x: Tensor, shifts: Tensor, circular: bool = True) -> Tensor:
             f"shifts {tuple(shifts.shape)} do not broadcast to the leading axes of images "
             f"{tuple(x.shape)}"
         )
+    H, W = x.shape[-2:]
+    if not 0 <= pad <= min(H, W):
+        raise ValueError(f"roll2d pad must lie in [0, min(H, W)] = [0, {min(H, W)}], got {pad}")
     shifts = shifts.to(device=x.device, dtype=torch.long)
-    return _Roll2d.apply(x, shifts, circular)
+    return _Roll2d.apply(x, shifts, circular, int(pad))
