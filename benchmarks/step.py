@@ -10,8 +10,11 @@ against fernn's before timing.
     python benchmarks/step.py --size paper          # B=128, hidden 128, V=25, 10+10 frames
     python benchmarks/step.py --json out.json --checkpoint-every 5
 
-FLOPs: a 3×3 convolution costs 2·9·C_in·C_out·H·W per image; the training step is
-counted as 3× the forward's convolution FLOPs (forward, input gradient, weight gradient).
+FLOPs are counted by PyTorch's FlopCounterMode on one step (convolutions forward, input
+and weight gradients: ≈ 3× the forward's). The matmul rate is the best of a measurement
+before and after the timings (this machine's speed drifts). Candidates are timed in turn,
+best of ``--repeats``. The FlowRNN rows back-propagate a fixed gradient of the output (the
+layer's own cost); the model rows an MSE loss on the predictions.
 """
 
 from __future__ import annotations
@@ -70,37 +73,99 @@ def baseline_predictor(x, model, pred_len):
 
 
 # -- measurement ---------------------------------------------------------------------------
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     t = timed(lambda: a @ b, repeats)
     return 2 * n**3 / t / 1e9
 
 
-def conv_flops(cin, cout, H, W, images) -> float:
-    return 2.0 * 9 * cin * cout * H * W * images
+def counted_flops(step) -> float:
+    """FLOPs of one call of ``step`` as PyTorch's FlopCounterMode counts them (convolutions
+    and matmuls, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
 
 
-def rnn_step_flops(cfg) -> float:
-    B, C, V, S, T = cfg["batch"], cfg["hidden"], (2 * cfg["max_speed"] + 1) ** 2, cfg["size"], cfg["frames"]
-    forward = T * (conv_flops(1, C, S, S, B) + conv_flops(C, C, S, S, B * V))
-    return 3 * forward
+def interleaved(steps: dict, repeats: int) -> dict:
+    """Best time of each step, the candidates timed in turn (A B C A B C ...) so that a
+    drift of the machine's speed affects them alike."""
+    for fn in steps.values():
+        fn()  # warm-up
+    best = {name: float("inf") for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            best[name] = min(best[name], timed(fn, 1, warmup=0))
+    return best
 
 
-def model_step_flops(cfg, decoder_layers=4) -> float:
-    B, C, V, S = cfg["batch"], cfg["hidden"], (2 * cfg["max_speed"] + 1) ** 2, cfg["size"]
-    steps = cfg["observed"] + cfg["predicted"] - 1  # recurrent steps
-    recurrent = steps * (conv_flops(1, C, S, S, B) + conv_flops(C, C, S, S, B * V))
-    decoder = cfg["predicted"] * (decoder_layers * conv_flops(C, C, S, S, B)
-                                  + conv_flops(C, 1, S, S, B))
-    return 3 * (recurrent + decoder)
-
-
-def train_step(forward, params):
+def train_step(forward, params, grad_out=None):
+    """Forward + backward. With ``grad_out`` the output's gradient is given (the layer's own
+    cost, no loss over a huge lifted output); else an MSE-style loss."""
     def step():
         for p in params:
             p.grad = None
-        forward().square().mean().backward()
+        out = forward()
+        if grad_out is not None:
+            out.backward(grad_out)
+        else:
+            out.square().mean().backward()
     return step
+
+
+def set_fused(module, fused: bool) -> None:
+    for cell in module.modules():
+        if isinstance(cell, fernn.FlowRNNCell):
+            cell.fused_padding = fused and cell.can_fuse_padding
+
+
+# -- rotation: research-style baseline ------------------------------------------------------
+def baseline_rotation_rnn(x, flow, conv_u, conv_w):
+    """Vanilla rotation FERNN, research style: per step, a Python loop over V that rotates
+    each slice (interpolation) and rolls its orientation axis, then stack; the C_N kernel
+    family rebuilt by the convolution at every step; the input convolution per frame."""
+    B, T, _, H, W = x.shape
+    N = flow.order
+    h = x.new_zeros(B, len(flow), conv_w.out_fields * N, H, W)
+    outs = []
+    for t in range(T):
+        u = conv_u(x[:, t]).unsqueeze(1)
+        moved = []
+        for i, (omega, bins) in enumerate(zip(flow.velocities.tolist(), flow.bins)):
+            slice_ = fernn.rotate(h[:, i], torch.full((B,), omega, dtype=torch.float64,
+                                                     device=h.device))
+            slice_ = slice_.view(B, -1, N, H, W).roll(bins, dims=2).view(B, -1, H, W)
+            moved.append(slice_)
+        shifted = torch.stack(moved, 1)
+        h = torch.relu(u + conv_w(shifted.flatten(0, 1)).view_as(shifted))
+        outs.append(h)
+    return torch.stack(outs, 1)
+
+
+def rotation_rows(args, peak, device):
+    """FlowRNN with a rotation flow (8 fields × C_12, ω ∈ {-30, 0, 30}) against the loop."""
+    torch.manual_seed(0)
+    B, F, S, T = 8, 8, 28, 10
+    flow = fernn.RotationFlow2D([-30, 0, 30], order=12)
+    rnn = fernn.FlowRNN(1, F, flow).to(device)
+    layer = rnn.layers[0]
+    x = torch.rand(B, T, 1, S, S, device=device)
+    torch.testing.assert_close(rnn(x)[0], baseline_rotation_rnn(x, flow, layer.conv_in,
+                                                                layer.conv_hid),
+                               rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(rnn(x)[0])
+    params = list(rnn.parameters())
+    base = train_step(lambda: baseline_rotation_rnn(x, flow, layer.conv_in, layer.conv_hid),
+                      params, grad)
+    ours = train_step(lambda: rnn(x)[0], params, grad)
+    times = interleaved({"baseline": base, "fernn": ours}, args.repeats)
+    flops = counted_flops(ours)
+    return dict(what="FlowRNN, rotation (8×C_12, V=3)", baseline_s=times["baseline"],
+                plain_s=None, fernn_s=times["fernn"], speedup=times["baseline"] / times["fernn"],
+                gflops=flops / times["fernn"] / 1e9,
+                peak_fraction=flops / times["fernn"] / 1e9 / peak)
 
 
 def main() -> None:
@@ -109,6 +174,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--no-rotation", action="store_true", help="skip the rotation row")
     args = parser.parse_args()
     torch.manual_seed(0)
     cfg = SIZES[args.size]
@@ -122,6 +188,8 @@ def main() -> None:
     ours, _ = rnn(x)
     theirs, _ = baseline_rnn(x, flow, layer.conv_in, layer.conv_hid)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    grad_out = torch.randn_like(ours)
+    del ours, theirs
 
     model = get_model("fernn_predictor", hidden_channels=C, max_speed=cfg["max_speed"]).to(device)
     seq = torch.rand(B, cfg["observed"], 1, S, S, device=device)
@@ -131,25 +199,44 @@ def main() -> None:
 
     peak = matmul_gflops()
     rows = []
-    for name, fwd_ours, fwd_base, flops, params in (
-        ("FlowRNN", lambda: rnn(x)[0], lambda: baseline_rnn(x, flow, layer.conv_in, layer.conv_hid)[0],
-         rnn_step_flops(cfg), list(rnn.parameters())),
-        ("next-step model", lambda: model(seq, cfg["predicted"]),
-         lambda: baseline_predictor(seq, model, cfg["predicted"]), model_step_flops(cfg),
-         list(model.parameters())),
+    for name, module, fwd_ours, fwd_base, grad in (
+        ("FlowRNN", rnn, lambda: rnn(x)[0],
+         lambda: baseline_rnn(x, flow, layer.conv_in, layer.conv_hid)[0], grad_out),
+        ("next-step model", model, lambda: model(seq, cfg["predicted"]),
+         lambda: baseline_predictor(seq, model, cfg["predicted"]), None),
     ):
-        t_base = timed(train_step(fwd_base, params), args.repeats)
-        t_ours = timed(train_step(fwd_ours, params), args.repeats)
-        rows.append(dict(what=name, baseline_s=t_base, fernn_s=t_ours, speedup=t_base / t_ours,
-                         gflops=flops / t_ours / 1e9, peak_fraction=flops / t_ours / 1e9 / peak))
+        params = list(module.parameters())
+        ours = train_step(fwd_ours, params, grad)
+
+        def unfused(module=module, ours=ours):
+            set_fused(module, False)
+            try:
+                ours()
+            finally:
+                set_fused(module, True)
+
+        times = interleaved({"baseline": train_step(fwd_base, params, grad), "unfused": unfused,
+                             "fernn": ours}, args.repeats)
+        flops = counted_flops(ours)
+        rows.append(dict(what=name, baseline_s=times["baseline"], plain_s=times["unfused"],
+                         fernn_s=times["fernn"], speedup=times["baseline"] / times["fernn"],
+                         flops=flops, gflops=flops / times["fernn"] / 1e9,
+                         peak_fraction=flops / times["fernn"] / 1e9 / peak))
+    if not args.no_rotation:
+        rows.append(rotation_rows(args, peak, device))
+    # The machine's speed drifts: the peak is the best of a measurement before and after.
+    peak = max(peak, matmul_gflops())
+    for r in rows:
+        r["peak_fraction"] = r["gflops"] / peak
     print(f"Training step (forward + backward), size '{args.size}': {cfg}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.machine()} {args.device}; fp32 matmul peak measured: {peak:.1f} GFLOP/s")
-    print(f"{'':18s} {'baseline (s)':>12s} {'fernn (s)':>10s} {'speed-up':>9s} "
-          f"{'GFLOP/s':>8s} {'of peak':>8s}")
+    print(f"{'':34s} {'baseline (s)':>12s} {'unfused (s)':>11s} {'fernn (s)':>10s} "
+          f"{'speed-up':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for r in rows:
-        print(f"{r['what']:18s} {r['baseline_s']:12.3f} {r['fernn_s']:10.3f} {r['speedup']:8.2f}× "
-              f"{r['gflops']:8.1f} {r['peak_fraction']:8.0%}")
+        plain = "" if r["plain_s"] is None else f"{r['plain_s']:.3f}"
+        print(f"{r['what']:34s} {r['baseline_s']:12.3f} {plain:>11s} {r['fernn_s']:10.3f} "
+              f"{r['speedup']:8.2f}× {r['gflops']:8.1f} {r['peak_fraction']:8.0%}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(size=args.size, config=cfg, matmul_gflops=peak, rows=rows,

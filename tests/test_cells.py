@@ -217,6 +217,8 @@ def test_fused_padding_only_where_it_is_exact():
     assert not FlowRNN(1, 3, flow, transport="learned").layers[0].fused_padding
     rot = fernn.RotationFlow2D([0, 90], order=4)
     assert not FlowRNN(1, 3, rot).layers[0].fused_padding
+    with pytest.raises(ValueError, match="cannot fuse"):
+        FlowRNN(1, 3, rot).layers[0].fused_padding = True
 
 
 def test_return_sequence_false_keeps_only_the_state():

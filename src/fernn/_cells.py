@@ -183,15 +183,15 @@ class FlowRNNCell(nn.Module):
                                        False, padding_mode, input_on_group=True)  # W
         self._phi = NONLINEARITIES[nonlinearity]
         # Fast path: the transport's gather also writes W's circular padding (one pass
-        # instead of a shift, a padding copy and the padding's costly backward). Exact;
-        # set ``fused_padding = False`` to run the plain path.
-        self.fused_padding = (
+        # instead of a shift, a padding copy and the padding's costly backward). Exact.
+        self._can_fuse = (
             transport == "flow" and type(self.conv_hid) is nn.Conv2d
             and self.conv_hid.padding_mode == "circular"
             and self.conv_hid.stride == (1, 1) and self.conv_hid.dilation == (1, 1)
             and self.conv_hid.groups == 1
             and self.conv_hid.padding[0] == self.conv_hid.padding[1]
         )
+        self._fused = self._can_fuse
         if cell == "lstm" and bias:
             with torch.no_grad():  # forget gate starts open: the usual LSTM initialisation
                 self.conv_in.bias[hidden_channels : 2 * hidden_channels].fill_(1.0)
@@ -199,6 +199,25 @@ class FlowRNNCell(nn.Module):
     @property
     def num_velocities(self) -> int:
         return len(self.flow)
+
+    @property
+    def can_fuse_padding(self) -> bool:
+        """Whether the transport can write W's padding (a translation flow, ``"flow"``
+        transport, circular padding, a plain convolution)."""
+        return self._can_fuse
+
+    @property
+    def fused_padding(self) -> bool:
+        """The fast path is on (default where possible); set False to run the plain path
+        (shift, then the convolution pads). Both give the same results."""
+        return self._fused
+
+    @fused_padding.setter
+    def fused_padding(self, value: bool) -> None:
+        if value and not self._can_fuse:
+            raise ValueError("this cell cannot fuse its padding into the transport (it needs a "
+                             "translation flow, transport='flow', circular padding)")
+        self._fused = bool(value)
 
     def extra_repr(self) -> str:
         return (

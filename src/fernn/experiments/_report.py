@@ -78,6 +78,28 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _header(cfg: Config, metrics: dict, data: str) -> list[str]:
+    return [
+        f"# {cfg.name}",
+        "",
+        f"Model `{cfg.model}` {json.dumps(cfg.model_options)} — {metrics['parameters']} "
+        f"parameters; {data}; {metrics['steps']} steps "
+        f"({metrics['epochs']} epochs × {metrics['steps_per_epoch']}), global batch "
+        f"{metrics['global_batch']}, {metrics['train_seconds']:.0f} s on {metrics['hardware']}; "
+        f"fernn {metrics['fernn_version']}.",
+        "",
+    ]
+
+
+def _write_report(run_dir: Path, lines: list[str]) -> Path:
+    lines = lines + ["", "Files: `config.toml` (resolved config), `metrics.json`, "
+                     "`model.safetensors` + `model.json`, `checkpoints/last.ckpt` (resume), "
+                     "`logs/` (CSV, TensorBoard)."]
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
 def headline(metrics: dict) -> str:
     """The run's main figure in words: test MSE, or test accuracy."""
     if metrics.get("task") == "kth":
@@ -102,15 +124,7 @@ def _write_classification_report(run_dir: Path, metrics: dict, cfg: Config) -> P
         speed_range_accuracy({cfg.name: (velocity["ranges"], velocity["accuracy"])},
                              trained=velocity["trained"]),
         run_dir / "velocity_generalisation.png")
-    lines = [
-        f"# {cfg.name}",
-        "",
-        f"Model `{cfg.model}` {json.dumps(cfg.model_options)} — {metrics['parameters']} "
-        f"parameters; data: **{metrics['data']}**; {metrics['steps']} steps "
-        f"({metrics['epochs']} epochs × {metrics['steps_per_epoch']}), global batch "
-        f"{metrics['global_batch']}, {metrics['train_seconds']:.0f} s on {metrics['hardware']}; "
-        f"fernn {metrics['fernn_version']}.",
-        "",
+    lines = _header(cfg, metrics, f"data: **{metrics['data']}**") + [
         "| metric | value |",
         "|---|---|",
         f"| test accuracy (camera speeds v ∈ {{-{cfg.data_max_speed}..{cfg.data_max_speed}}}², "
@@ -130,13 +144,8 @@ def _write_classification_report(run_dir: Path, metrics: dict, cfg: Config) -> P
         f"Clips: {cfg.clip_frames} frames, one in {cfg.frame_step} of the video, {cfg.size}×{cfg.size}; "
         f"test clips are every non-overlapping window of the test persons' sequences "
         f"({metrics['test_sequences_skipped']} sequences too short for one).",
-        "",
-        "Files: `config.toml` (resolved config), `metrics.json`, `model.safetensors` + "
-        "`model.json`, `checkpoints/last.ckpt` (resume), `logs/` (CSV, TensorBoard).",
     ]
-    report = run_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    return _write_report(run_dir, lines)
 
 
 @torch.no_grad()
@@ -176,15 +185,7 @@ def write_run_report(run_dir, metrics: dict, cfg: Config, data, model, device) -
     )
     save_gif(run_dir / "rollout.gif", true.numpy(), torch.cat([true[:T_in], pred]).numpy())
 
-    lines = [
-        f"# {cfg.name}",
-        "",
-        f"Model `{cfg.model}` {json.dumps(cfg.model_options)} — {metrics['parameters']} "
-        f"parameters; digits: **{metrics['digits']}**; {metrics['steps']} steps "
-        f"({metrics['epochs']} epochs × {metrics['steps_per_epoch']}), global batch "
-        f"{metrics['global_batch']}, {metrics['train_seconds']:.0f} s on {metrics['hardware']}; "
-        f"fernn {metrics['fernn_version']}.",
-        "",
+    lines = _header(cfg, metrics, f"digits: **{metrics['digits']}**") + [
         "| metric | value |",
         "|---|---|",
         f"| test MSE ({cfg.predict_frames} predicted frames, {cfg.test_sequences} sequences) "
@@ -205,13 +206,8 @@ def write_run_report(run_dir, metrics: dict, cfg: Config, data, model, device) -
         "",
         "Rollout (true | model; the model sees the first "
         f"{T_in} frames): ![rollout](rollout.gif)",
-        "",
-        "Files: `config.toml` (resolved config), `metrics.json`, `model.safetensors` + "
-        "`model.json`, `checkpoints/last.ckpt` (resume), `logs/` (CSV, TensorBoard).",
     ]
-    report = run_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    return _write_report(run_dir, lines)
 
 
 def write_compare_report(run_dirs: list, out_dir, title: str = "Comparison",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -160,12 +162,23 @@ class NextStepPredictor(nn.Module):
         if self.rnn.checkpoint_every and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
-            # One decoding step per segment: a longer one would hold several steps'
-            # activations during its recomputation (measured: benchmarks/memory.py).
+            def stepwise(first: int, last: int, feed: Tensor, *flat):
+                """Frames first..last-1, one checkpointed decoding step each."""
+                pieces = []
+                for k in range(first, last):
+                    ys, feed, *flat = checkpoint(decode, k, k + 1, feed, *flat,
+                                                 use_reentrant=False)
+                    pieces.append(ys)
+                return (torch.cat(pieces, dim=1), feed, *flat)
+
+            # Two levels (√T memory): only every g-th state is kept through the forward;
+            # the backward recomputes a group of g steps, keeping their states, then
+            # recomputes each step's activations one at a time. Exact.
+            group = max(1, math.isqrt(pred_len - 1) + 1) if pred_len > 1 else 1
             pieces, feed, flat = [], x[:, -1], flat_state(state, lstm)
-            for first in range(pred_len):
-                ys, feed, *flat = checkpoint(decode, first, first + 1, feed, *flat,
-                                             use_reentrant=False)
+            for first in range(0, pred_len, group):
+                ys, feed, *flat = checkpoint(stepwise, first, min(first + group, pred_len),
+                                             feed, *flat, use_reentrant=False)
                 pieces.append(ys)
             return torch.cat(pieces, dim=1)
         return decode(0, pred_len, x[:, -1], *flat_state(state, lstm))[0]
