@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,6 @@ pytest.importorskip("lightning")
 
 from fernn.cli import main as cli_main  # noqa: E402
 from fernn.experiments import (  # noqa: E402
-    Config,
     NonFiniteLossError,
     apply_overrides,
     config_to_toml,

@@ -1,7 +1,6 @@
 """KTH: the reader, decoder, cache, split, clips, download, and the whole Table 2 pipeline
 on a small synthetic KTH-shaped directory (generated .avi clips and a sequences file)."""
 
-import io
 import json
 import zipfile
 from pathlib import Path
