@@ -55,6 +55,14 @@ class _CNConv(nn.Module):
         self.out_fields = out_fields
         self.bias = nn.Parameter(torch.zeros(out_fields)) if bias else None
 
+    def expanded_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        """``weight``: a precomputed :meth:`expanded_weight` (a recurrent layer builds it
+        once per sequence instead of once per step)."""
+        return self._conv(x, self.expanded_weight() if weight is None else weight)
+
     def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
         p = self.kernel_size // 2
         bias = None if self.bias is None else self.bias.repeat_interleave(self.order)
@@ -85,11 +93,6 @@ class LiftingConv2d(_CNConv):
         family = _rotate_blocks(copies)
         return family.transpose(0, 1).reshape(-1, self.in_channels, *self.weight.shape[-2:])
 
-    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        """``weight``: a precomputed :meth:`expanded_weight` (a recurrent layer builds it
-        once per sequence instead of once per step)."""
-        return self._conv(x, self.expanded_weight() if weight is None else weight)
-
     def extra_repr(self) -> str:
         return (f"{self.in_channels} → {self.out_fields} fields × C_{self.order}, "
                 f"k={self.kernel_size}, padding_mode={self.padding_mode!r}")
@@ -116,11 +119,6 @@ class GroupConv2d(_CNConv):
         shifted = self.weight[:, :, rel]  # (G, F, N_n, N_m, k, k)
         blocks = _rotate_blocks(shifted.permute(2, 0, 1, 3, 4, 5))  # (N_n, G, F, N_m, k, k)
         return blocks.permute(1, 0, 2, 3, 4, 5).reshape(self.out_fields * N, self.in_fields * N, k, k)
-
-    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        """``weight``: a precomputed :meth:`expanded_weight` (a recurrent layer builds it
-        once per sequence instead of once per step)."""
-        return self._conv(x, self.expanded_weight() if weight is None else weight)
 
     def extra_repr(self) -> str:
         return (f"{self.in_fields} → {self.out_fields} fields × C_{self.order}, "

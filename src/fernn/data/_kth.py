@@ -178,7 +178,8 @@ def _video_path(directory: Path, name: str) -> Path | None:
 
 def _build(directory: Path, size: int, progress: bool) -> dict[str, np.ndarray]:
     table = parse_sequences_file(directory / SEQUENCES_FILE)
-    missing = [n for n in table if n not in KNOWN_MISSING and _video_path(directory, n) is None]
+    paths = {name: _video_path(directory, name) for name in table}
+    missing = [n for n, path in paths.items() if path is None and n not in KNOWN_MISSING]
     if missing:
         shown = ", ".join(f"{n}_uncomp.avi" for n in missing[:5])
         raise FileNotFoundError(
@@ -186,7 +187,7 @@ def _build(directory: Path, size: int, progress: bool) -> dict[str, np.ndarray]:
             f"{directory}/<action>/: {shown}{' ...' if len(missing) > 5 else ''}. Unpack the six "
             "action archives there (`fernn download kth` fetches them)."
         )
-    names = [n for n in table if _video_path(directory, n) is not None]
+    names = [n for n, path in paths.items() if path is not None]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -195,7 +196,7 @@ def _build(directory: Path, size: int, progress: bool) -> dict[str, np.ndarray]:
     chunks, lengths, labels, persons, scenarios = [], [], [], [], []
     clipped = 0
     for name in names:
-        video = decode_video(_video_path(directory, name), size)
+        video = decode_video(paths[name], size)
         person, action, scenario = re.fullmatch(_NAME, name).groups()
         for first, last in table[name]:
             if first > len(video):
