@@ -8,12 +8,13 @@ against fernn's before timing.
 
     python benchmarks/step.py                       # CPU size: B=8, hidden 32, V=25, 28×28, 10 frames
     python benchmarks/step.py --size paper          # B=128, hidden 128, V=25, 10+10 frames
-    python benchmarks/step.py --json out.json --checkpoint-every 5
+    python benchmarks/step.py --json out.json --no-rotation
 
 FLOPs are counted by PyTorch's FlopCounterMode on one step (convolutions forward, input
-and weight gradients: ≈ 3× the forward's). The matmul rate is the best of a measurement
-before and after the timings (this machine's speed drifts). Candidates are timed in turn,
-best of ``--repeats``. The FlowRNN rows back-propagate a fixed gradient of the output (the
+and weight gradients: ≈ 3× the forward's). Each round times a 2048² fp32 matmul and then
+every candidate in turn (this machine's speed drifts within minutes); times are the best
+of ``--repeats`` rounds, and the fraction of peak is fernn's rate over the same round's
+matmul rate (median over rounds). The FlowRNN rows back-propagate a fixed gradient of the output (the
 layer's own cost); the model rows an MSE loss on the predictions.
 """
 
@@ -22,9 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
+import time
 
 import torch
-from _timing import timed
 
 import fernn
 from fernn.models import get_model
@@ -59,7 +61,7 @@ def baseline_predictor(x, model, pred_len):
     layer = model.rnn.layers[0]
     conv_u, conv_w = layer.conv_in, layer.conv_hid
     _, h = baseline_rnn(x, flow, conv_u, conv_w)
-    preds = []
+    preds, feed = [], None
     for k in range(pred_len):
         if k > 0:
             _, h = baseline_rnn(feed[:, None], flow, conv_u, conv_w, h)
@@ -73,10 +75,14 @@ def baseline_predictor(x, model, pred_len):
 
 
 # -- measurement ---------------------------------------------------------------------------
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t = timed(lambda: a @ b, repeats)
-    return 2 * n**3 / t / 1e9
+MATMUL_N = 2048
+
+
+def matmul_step(device):
+    """One fp32 ``n×n`` matmul: timed in every round beside the candidates, the hardware
+    rate each step is compared with (this machine's speed drifts within minutes)."""
+    a, b = (torch.randn(MATMUL_N, MATMUL_N, device=device) for _ in range(2))
+    return lambda: a @ b
 
 
 def counted_flops(step) -> float:
@@ -89,16 +95,33 @@ def counted_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
-def interleaved(steps: dict, repeats: int) -> dict:
-    """Best time of each step, the candidates timed in turn (A B C A B C ...) so that a
-    drift of the machine's speed affects them alike."""
+def interleaved(steps: dict, repeats: int, sync=lambda: None) -> dict:
+    """Times of each step in every round, the candidates timed in turn (A B C A B C ...) so
+    that a drift of the machine's speed affects them alike."""
     for fn in steps.values():
         fn()  # warm-up
-    best = {name: float("inf") for name in steps}
+    sync()
+    times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, fn in steps.items():
-            best[name] = min(best[name], timed(fn, 1, warmup=0))
-    return best
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarise(what: str, times: dict, flops: float) -> dict:
+    """Best time of each candidate; fernn's rate against the matmul rate of the same round
+    (median over rounds)."""
+    best = {name: min(ts) for name, ts in times.items()}
+    peaks = [2 * MATMUL_N**3 / t / 1e9 for t in times["matmul"]]
+    fractions = [flops / t / 1e9 / peak for t, peak in zip(times["fernn"], peaks)]
+    return dict(what=what, baseline_s=best["baseline"], plain_s=best.get("plain"),
+                padded_s=best.get("padded"), fernn_s=best["fernn"],
+                speedup=best["baseline"] / best["fernn"], flops=flops,
+                gflops=flops / best["fernn"] / 1e9, matmul_gflops=statistics.median(peaks),
+                peak_fraction=statistics.median(fractions), rounds={k: v for k, v in times.items()})
 
 
 def train_step(forward, params, grad_out=None):
@@ -115,10 +138,29 @@ def train_step(forward, params, grad_out=None):
     return step
 
 
-def set_fused(module, fused: bool) -> None:
+# fernn's fast paths, switched off from the last: "plain" steps frame by frame under
+# autograd with the convolution's own padding; "padded" gathers the shifted state already
+# padded (FlowRNNCell.fused_padding); "fernn" also runs each sequence as one autograd node
+# with a hand-written backward (FlowRNNCell.fused_sequence).
+VARIANTS = {"plain": (False, False), "padded": (True, False), "fernn": (True, True)}
+
+
+def set_variant(module, variant: str) -> None:
+    padding, sequence = VARIANTS[variant]
     for cell in module.modules():
         if isinstance(cell, fernn.FlowRNNCell):
-            cell.fused_padding = fused and cell.can_fuse_padding
+            cell.fused_padding = padding and cell.can_fuse_padding
+            cell.fused_sequence = sequence and cell.can_fuse_sequence
+
+
+def as_variant(module, variant: str, step):
+    def run():
+        set_variant(module, variant)
+        try:
+            step()
+        finally:
+            set_variant(module, "fernn")
+    return run
 
 
 # -- rotation: research-style baseline ------------------------------------------------------
@@ -144,7 +186,7 @@ def baseline_rotation_rnn(x, flow, conv_u, conv_w):
     return torch.stack(outs, 1)
 
 
-def rotation_rows(args, peak, device):
+def rotation_rows(args, device, sync):
     """FlowRNN with a rotation flow (8 fields × C_12, ω ∈ {-30, 0, 30}) against the loop."""
     torch.manual_seed(0)
     B, F, S, T = 8, 8, 28, 10
@@ -160,12 +202,9 @@ def rotation_rows(args, peak, device):
     base = train_step(lambda: baseline_rotation_rnn(x, flow, layer.conv_in, layer.conv_hid),
                       params, grad)
     ours = train_step(lambda: rnn(x)[0], params, grad)
-    times = interleaved({"baseline": base, "fernn": ours}, args.repeats)
-    flops = counted_flops(ours)
-    return dict(what="FlowRNN, rotation (8×C_12, V=3)", baseline_s=times["baseline"],
-                plain_s=None, fernn_s=times["fernn"], speedup=times["baseline"] / times["fernn"],
-                gflops=flops / times["fernn"] / 1e9,
-                peak_fraction=flops / times["fernn"] / 1e9 / peak)
+    times = interleaved({"matmul": matmul_step(device), "baseline": base, "fernn": ours},
+                        args.repeats, sync)
+    return summarise("FlowRNN, rotation (8×C_12, V=3)", times, counted_flops(ours))
 
 
 def main() -> None:
@@ -197,7 +236,7 @@ def main() -> None:
                                baseline_predictor(seq, model, cfg["predicted"]),
                                rtol=1e-4, atol=1e-5)
 
-    peak = matmul_gflops()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = []
     for name, module, fwd_ours, fwd_base, grad in (
         ("FlowRNN", rnn, lambda: rnn(x)[0],
@@ -207,39 +246,26 @@ def main() -> None:
     ):
         params = list(module.parameters())
         ours = train_step(fwd_ours, params, grad)
-
-        def unfused(module=module, ours=ours):
-            set_fused(module, False)
-            try:
-                ours()
-            finally:
-                set_fused(module, True)
-
-        times = interleaved({"baseline": train_step(fwd_base, params, grad), "unfused": unfused,
-                             "fernn": ours}, args.repeats)
-        flops = counted_flops(ours)
-        rows.append(dict(what=name, baseline_s=times["baseline"], plain_s=times["unfused"],
-                         fernn_s=times["fernn"], speedup=times["baseline"] / times["fernn"],
-                         flops=flops, gflops=flops / times["fernn"] / 1e9,
-                         peak_fraction=flops / times["fernn"] / 1e9 / peak))
+        steps = {"matmul": matmul_step(device), "baseline": train_step(fwd_base, params, grad)}
+        steps.update({v: as_variant(module, v, ours) for v in VARIANTS})
+        rows.append(summarise(name, interleaved(steps, args.repeats, sync), counted_flops(ours)))
     if not args.no_rotation:
-        rows.append(rotation_rows(args, peak, device))
-    # The machine's speed drifts: the peak is the best of a measurement before and after.
-    peak = max(peak, matmul_gflops())
-    for r in rows:
-        r["peak_fraction"] = r["gflops"] / peak
+        rows.append(rotation_rows(args, device, sync))
     print(f"Training step (forward + backward), size '{args.size}': {cfg}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.machine()} {args.device}; fp32 matmul peak measured: {peak:.1f} GFLOP/s")
-    print(f"{'':34s} {'baseline (s)':>12s} {'unfused (s)':>11s} {'fernn (s)':>10s} "
-          f"{'speed-up':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
+          f"{platform.machine()} {args.device}; best of {args.repeats} rounds; 'of peak': fernn's "
+          f"rate over the {MATMUL_N}² fp32 matmul rate timed in the same round (median)")
+    print(f"{'':34s} {'baseline (s)':>12s} {'plain (s)':>9s} {'padded (s)':>10s} "
+          f"{'fernn (s)':>10s} {'speed-up':>9s} {'GFLOP/s':>8s} {'matmul':>7s} {'of peak':>8s}")
     for r in rows:
-        plain = "" if r["plain_s"] is None else f"{r['plain_s']:.3f}"
-        print(f"{r['what']:34s} {r['baseline_s']:12.3f} {plain:>11s} {r['fernn_s']:10.3f} "
-              f"{r['speedup']:8.2f}× {r['gflops']:8.1f} {r['peak_fraction']:8.0%}")
+        plain, padded = ("" if r[k] is None else f"{r[k]:.3f}" for k in ("plain_s", "padded_s"))
+        print(f"{r['what']:34s} {r['baseline_s']:12.3f} {plain:>9s} {padded:>10s} "
+              f"{r['fernn_s']:10.3f} "
+              f"{r['speedup']:8.2f}× {r['gflops']:8.1f} {r['matmul_gflops']:7.1f} "
+              f"{r['peak_fraction']:8.0%}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(size=args.size, config=cfg, matmul_gflops=peak, rows=rows,
+            json.dump(dict(size=args.size, config=cfg, rows=rows,
                            torch=torch.__version__, threads=torch.get_num_threads()), fh, indent=2)
 
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import fernn
 from fernn import FlowRNN, FlowRNNCell, TranslationFlow2D
+from fernn._recurrence import RECURRENCE_NONLINEARITIES, VanillaRecurrence
 
 
 def circ_conv(x, weight, bias=None):
@@ -197,6 +198,8 @@ def test_fused_shift_and_padding_gives_identical_outputs_and_gradients(cell, ker
     plain = FlowRNN(1, 3, flow, cell=cell, num_layers=2, kernel_size=kernel_size)
     plain.load_state_dict(fused.state_dict())
     assert all(layer.fused_padding for layer in fused.layers)
+    for layer in (*plain.layers, *fused.layers):  # the padding alone (see the next tests)
+        layer.fused_sequence = False
     for layer in plain.layers:
         layer.fused_padding = False
     x = torch.rand(2, 4, 1, 9, 8, dtype=torch.float64)
@@ -219,6 +222,100 @@ def test_fused_padding_only_where_it_is_exact():
     assert not FlowRNN(1, 3, rot).layers[0].fused_padding
     with pytest.raises(ValueError, match="cannot fuse"):
         FlowRNN(1, 3, rot).layers[0].fused_padding = True
+
+
+@pytest.mark.parametrize("nonlinearity", RECURRENCE_NONLINEARITIES)
+@pytest.mark.parametrize("num_layers,kernel_size,given_state,checkpoint_every", [
+    (1, 3, False, 0), (2, 3, True, 0), (2, 5, False, 2), (1, 3, True, 3),
+])
+def test_fused_sequence_gives_the_same_outputs_and_gradients(
+        nonlinearity, num_layers, kernel_size, given_state, checkpoint_every):
+    """The sequence fast path (one autograd node, hand-written backward through time)
+    equals the plain path: same outputs, same gradients for input, weights and state."""
+    flow = TranslationFlow2D(max_speed=1)
+    kwargs = dict(num_layers=num_layers, kernel_size=kernel_size, nonlinearity=nonlinearity)
+    fused = FlowRNN(2, 3, flow, checkpoint_every=checkpoint_every, **kwargs).double()
+    plain = FlowRNN(2, 3, flow, **kwargs).double()
+    plain.load_state_dict(fused.state_dict())
+    assert all(layer.fused_sequence for layer in fused.layers)
+    for layer in plain.layers:
+        layer.fused_sequence = layer.fused_padding = False
+    x = torch.randn(2, 5, 2, 7, 6, dtype=torch.float64, requires_grad=True)
+    state = (torch.randn(num_layers, 2, 9, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+             if given_state else None)
+    weights = torch.randn(2, 5, 9, 3, 7, 6, dtype=torch.float64)
+    results = []
+    for model in (fused, plain):
+        out, last = model(x, state)
+        loss = (out * weights).sum() + last.square().sum()
+        inputs = [x, *model.parameters()] + ([state] if given_state else [])
+        results.append((out, last, torch.autograd.grad(loss, inputs)))
+    (out_f, last_f, grads_f), (out_p, last_p, grads_p) = results
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=1e-12)
+    torch.testing.assert_close(last_f, last_p, rtol=0, atol=1e-12)
+    for a, b in zip(grads_f, grads_p):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("lifted", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_vanilla_recurrence_passes_gradcheck(lifted, with_state):
+    torch.manual_seed(0)
+    V = 3
+    u = torch.randn(2, 3, V if lifted else 1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    h0 = (torch.randn(2, V, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+          if with_state else None)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    shifts = torch.tensor([[0, 0], [1, -1], [-2, 1]])[None, :, None]
+    fn = lambda u, h0, w: VanillaRecurrence.apply(u, h0, w, shifts, "tanh")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (u, h0, w))
+
+
+def test_fused_sequence_skips_the_convolution_of_a_zero_state():
+    """From no state, W ⋆ 0 is never computed: one hidden convolution fewer (forward and
+    backward) than from an explicit zero state, with the same result."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rnn = FlowRNN(1, 4, TranslationFlow2D(max_speed=1))
+    x = torch.rand(2, 3, 1, 8, 8)
+    zeros = torch.zeros(1, 2, 9, 4, 8, 8)
+    flops = []
+    for state in (None, zeros):
+        with FlopCounterMode(display=False) as counter:
+            out, _ = rnn(x, state)
+            out.sum().backward()
+        flops.append(counter.get_total_flops())
+        results = out
+    torch.testing.assert_close(rnn(x)[0], results, rtol=0, atol=0)
+    hidden_conv = 2 * (2 * 9) * 4 * 4 * 9 * 64  # one W ⋆ h forward: B·V images
+    # the forward and its weight gradient (no input gradient: the zeros need none)
+    assert flops[1] - flops[0] == 2 * hidden_conv
+
+
+def test_fused_sequence_only_where_it_applies():
+    flow = TranslationFlow2D(max_speed=1)
+    assert FlowRNN(1, 3, flow).layers[0].fused_sequence
+    for kwargs in (dict(cell="gru"), dict(cell="lstm"), dict(nonlinearity="gelu"),
+                   dict(padding_mode="zeros"), dict(transport="learned")):
+        layer = FlowRNN(1, 3, flow, **kwargs).layers[0]
+        assert not layer.can_fuse_sequence and not layer.fused_sequence, kwargs
+    rot = FlowRNN(1, 3, fernn.RotationFlow2D([0, 90], order=4)).layers[0]
+    assert not rot.fused_sequence
+    with pytest.raises(ValueError, match="cannot run its sequence fused"):
+        rot.fused_sequence = True
+
+
+def test_fused_sequence_steps_aside_under_autocast():
+    """Under autocast the plain path runs (its convolutions are cast per op)."""
+    flow = TranslationFlow2D(max_speed=1)
+    rnn = FlowRNN(1, 3, flow)
+    x = torch.rand(2, 3, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, _ = rnn(x)
+        rnn.layers[0].fused_sequence = False
+        plain, _ = rnn(x)
+    assert fast.dtype == torch.bfloat16
+    assert torch.equal(fast, plain)
 
 
 def test_return_sequence_false_keeps_only_the_state():

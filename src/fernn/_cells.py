@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._flows import Flow, _check_padding_mode
+from ._flows import Flow, TranslationFlow2D, _check_padding_mode
+from ._recurrence import RECURRENCE_NONLINEARITIES, VanillaRecurrence
 
 __all__ = ["FlowRNNCell", "FlowTransport", "LearnedTransport", "CELL_TYPES", "NONLINEARITIES"]
 
@@ -192,6 +193,13 @@ class FlowRNNCell(nn.Module):
             and self.conv_hid.padding[0] == self.conv_hid.padding[1]
         )
         self._fused = self._can_fuse
+        # Faster still for the paper's update: a whole sequence as one autograd node with a
+        # hand-written backward through time (fernn._recurrence). Same results.
+        self._can_fuse_sequence = (
+            self._can_fuse and cell == "rnn" and isinstance(flow, TranslationFlow2D)
+            and nonlinearity in RECURRENCE_NONLINEARITIES and self.conv_hid.bias is None
+        )
+        self._fused_sequence = self._can_fuse_sequence
         if cell == "lstm" and bias:
             with torch.no_grad():  # forget gate starts open: the usual LSTM initialisation
                 self.conv_in.bias[hidden_channels : 2 * hidden_channels].fill_(1.0)
@@ -218,6 +226,27 @@ class FlowRNNCell(nn.Module):
             raise ValueError("this cell cannot fuse its padding into the transport (it needs a "
                              "translation flow, transport='flow', circular padding)")
         self._fused = bool(value)
+
+    @property
+    def can_fuse_sequence(self) -> bool:
+        """Whether :meth:`run_sequence` can run the whole sequence as one autograd node
+        (the vanilla cell on a translation flow with circular padding, σ one of
+        ``relu``/``tanh``/``sigmoid``/``identity``)."""
+        return self._can_fuse_sequence
+
+    @property
+    def fused_sequence(self) -> bool:
+        """The sequence fast path is on (default where possible); set False to step frame
+        by frame under autograd. Both give the same results."""
+        return self._fused_sequence
+
+    @fused_sequence.setter
+    def fused_sequence(self, value: bool) -> None:
+        if value and not self._can_fuse_sequence:
+            raise ValueError("this cell cannot run its sequence fused (it needs cell='rnn', a "
+                             "TranslationFlow2D, transport='flow', circular padding and a "
+                             f"nonlinearity in {RECURRENCE_NONLINEARITIES})")
+        self._fused_sequence = bool(value)
 
     def extra_repr(self) -> str:
         return (
@@ -252,6 +281,28 @@ class FlowRNNCell(nn.Module):
         builds it once per sequence and hands it to every :meth:`step`."""
         expanded = getattr(self.conv_hid, "expanded_weight", None)
         return expanded() if expanded is not None else None
+
+    def run_sequence(self, u: Tensor, state, keep: bool = True, zero_state: bool = False,
+                     hidden_weight: Tensor | None = None):
+        """Step through all frames of ``u`` ``(B, T, 1 or V, G·C_h, H, W)`` from ``state``.
+
+        Returns the states after each frame ``(B, T, V, C_h, H, W)`` (None unless ``keep``)
+        and the final state. ``zero_state`` says that ``state`` is all zeros (the fast path
+        then skips the first frame's convolution).
+        """
+        fused = (self._fused_sequence and (keep or torch.is_grad_enabled())
+                 and not torch.is_autocast_enabled(u.device.type))
+        if fused:
+            shifts = self.flow.velocities.to(u.device)[None, :, None]  # (1, V, 1, 2)
+            out = VanillaRecurrence.apply(u, None if zero_state else state,
+                                          self.conv_hid.weight, shifts, self.nonlinearity)
+            return (out if keep else None), out[:, -1]
+        outputs = []
+        for t in range(u.shape[1]):
+            state = self.step(u[:, t], state, hidden_weight)
+            if keep:
+                outputs.append(state[0] if self.cell == "lstm" else state)
+        return (torch.stack(outputs, dim=1) if keep else None), state
 
     def step(self, u: Tensor, state, hidden_weight: Tensor | None = None):
         """Advance one frame given its precomputed input term ``u`` ``(B, 1 or V, G·C_h, H, W)``

@@ -162,21 +162,11 @@ class FlowRNN(nn.Module):
             return torch.stack([h for h, _ in states]), torch.stack([c for _, c in states])
         return torch.stack(states)
 
-    def _run_segment(self, layer, u: Tensor, state, keep: bool, weight: Tensor | None):
-        """Step ``layer`` through the frames of ``u`` ``(B, T', ...)``; returns the stacked
-        outputs (or None) and the final state."""
-        outputs = []
-        for t in range(u.shape[1]):
-            state = layer.step(u[:, t], state, weight)
-            if keep:
-                outputs.append(state[0] if layer.cell == "lstm" else state)
-        return (torch.stack(outputs, dim=1) if keep else None), state
-
-    def _run_layer(self, layer, u: Tensor, state, keep: bool):
+    def _run_layer(self, layer, u: Tensor, state, keep: bool, zero_state: bool):
         k = self.checkpoint_every
         weight = layer.hidden_weight()  # built once for all frames (None for plain convs)
         if not k or not torch.is_grad_enabled() or u.shape[1] <= k:
-            return self._run_segment(layer, u, state, keep, weight)
+            return layer.run_sequence(u, state, keep, zero_state, weight)
         from torch.utils.checkpoint import checkpoint
 
         pieces = []
@@ -184,8 +174,8 @@ class FlowRNN(nn.Module):
         for start in range(0, u.shape[1], k):
             seg = u[:, start : start + k]
 
-            def run(seg, weight, *flat, layer=layer, keep=keep):
-                out, st = self._run_segment(layer, seg, unflat_state(flat, lstm), keep, weight)
+            def run(seg, weight, *flat, layer=layer, keep=keep, zero=zero_state and not start):
+                out, st = layer.run_sequence(seg, unflat_state(flat, lstm), keep, zero, weight)
                 return (out, *flat_state(st, lstm)) if keep else flat_state(st, lstm)
 
             result = checkpoint(run, seg, weight, *flat_state(state, lstm), use_reentrant=False)
@@ -197,6 +187,7 @@ class FlowRNN(nn.Module):
 
     def forward(self, x: Tensor, state=None, return_sequence: bool = True):
         self._check_input(x)
+        zero_state = state is None  # lets a fast path skip W ⋆ 0 on the first frame
         states = self._split_state(state, x)
         layer_input = x  # (B, T, C_in, H, W), then (B, T, V, C_h, H, W)
         last = len(self.layers) - 1
@@ -205,5 +196,6 @@ class FlowRNN(nn.Module):
                 layer_input = self.dropout(layer_input)
             u = layer.input_term(layer_input)  # (B, T, 1 or V, G·C_h, H, W), all frames at once
             keep = return_sequence or index < last
-            layer_input, states[index] = self._run_layer(layer, u, states[index], keep)
+            layer_input, states[index] = self._run_layer(layer, u, states[index], keep,
+                                                         zero_state)
         return layer_input, self._stack_state(states)

@@ -50,20 +50,37 @@ def _source_coords(shifts: Tensor, size: int, axis: int, circular: bool,
     return torch.where(inside, src, torch.full_like(src, -1))
 
 
-def _roll_flat(x: Tensor, shifts: Tensor, circular: bool, pad: int = 0) -> Tensor:
-    *lead, H, W = x.shape
+def flat_index(shifts: Tensor, H: int, W: int, circular: bool, pad: int = 0) -> Tensor:
+    """The flat gather's source index ``(*S, (H + 2p)·(W + 2p))`` into images flattened to
+    ``H·W``; ``H·W`` (one past the end: an appended zero) where the source is outside."""
     rows = _source_coords(shifts, H, 0, circular, pad)  # (*S, H + 2p)
     cols = _source_coords(shifts, W, 1, circular, pad)  # (*S, W + 2p)
     flat = rows[..., :, None] * W + cols[..., None, :]  # (*S, H + 2p, W + 2p)
-    src = x.reshape(*lead, H * W)
     if not circular:
-        # Out-of-image pixels read an appended zero.
         outside = (rows[..., :, None] < 0) | (cols[..., None, :] < 0)
         flat = torch.where(outside, torch.full_like(flat, H * W), flat)
+    return flat.flatten(-2)
+
+
+def gather_flat(x: Tensor, index: Tensor, size: tuple[int, int], circular: bool,
+                out: Tensor | None = None) -> Tensor:
+    """``x`` ``(*L, H, W)`` gathered by a :func:`flat_index` into ``(*L, *size)``, written
+    into ``out`` when given (a buffer reused across frames saves fresh memory)."""
+    *lead, H, W = x.shape
+    src = x.reshape(*lead, H * W)
+    if not circular:  # out-of-image pixels read an appended zero
         src = torch.nn.functional.pad(src, (0, 1))
-    Hp, Wp = H + 2 * pad, W + 2 * pad
-    index = flat.reshape(*shifts.shape[:-1], Hp * Wp).expand(*lead, Hp * Wp)
-    return src.gather(-1, index).view(*lead, Hp, Wp)
+    index = index.expand(*lead, index.shape[-1])
+    if out is None:
+        return src.gather(-1, index).view(*lead, *size)
+    torch.gather(src, -1, index, out=out.view(*lead, index.shape[-1]))
+    return out
+
+
+def _roll_flat(x: Tensor, shifts: Tensor, circular: bool, pad: int = 0) -> Tensor:
+    H, W = x.shape[-2:]
+    return gather_flat(x, flat_index(shifts, H, W, circular, pad), (H + 2 * pad, W + 2 * pad),
+                       circular)
 
 
 def _fold(grad: Tensor, pad: int, circular: bool) -> Tensor:
