@@ -305,17 +305,45 @@ def test_fused_sequence_only_where_it_applies():
         rot.fused_sequence = True
 
 
-def test_fused_sequence_steps_aside_under_autocast():
-    """Under autocast the plain path runs (its convolutions are cast per op)."""
-    flow = TranslationFlow2D(max_speed=1)
-    rnn = FlowRNN(1, 3, flow)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_fused_sequence_under_autocast_runs_in_the_autocast_dtype(num_layers):
+    """Under bf16 autocast the fast path computes what autocast makes of the plain path:
+    the same bf16 states bit for bit, and gradients as close to float32's as the plain
+    path's."""
+    torch.manual_seed(0)
+    rnn = FlowRNN(1, 4, TranslationFlow2D(max_speed=1), num_layers=num_layers)
+    x = torch.rand(2, 4, 1, 8, 8)
+    results = {}
+    for fused in (True, False):
+        for layer in rnn.layers:
+            layer.fused_sequence = fused
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, state = rnn(x)
+            loss = out.float().square().mean()
+        results[fused] = (out, state, torch.autograd.grad(loss, list(rnn.parameters())))
+    out, _ = rnn(x)  # float32, plain path
+    reference = torch.autograd.grad(out.square().mean(), list(rnn.parameters()))
+    (out_f, state_f, grads_f), (out_p, state_p, grads_p) = results[True], results[False]
+    assert out_f.dtype == torch.bfloat16
+    assert torch.equal(out_f, out_p) and torch.equal(state_f, state_p)
+    for g_f, g_p, ref in zip(grads_f, grads_p, reference):
+        scale = ref.abs().max()
+        assert (g_f - ref).abs().max() <= 2 * (g_p - ref).abs().max() + 1e-3 * scale
+        torch.testing.assert_close(g_f, g_p, rtol=0, atol=3e-2 * scale)
+
+
+def test_torch_compile_gives_the_eager_results():
+    """torch.compile (inductor) of a FlowRNN: the same outputs and gradients as eager."""
+    torch.manual_seed(0)
+    rnn = FlowRNN(1, 3, TranslationFlow2D(max_speed=1))
     x = torch.rand(2, 3, 1, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        fast, _ = rnn(x)
-        rnn.layers[0].fused_sequence = False
-        plain, _ = rnn(x)
-    assert fast.dtype == torch.bfloat16
-    assert torch.equal(fast, plain)
+    results = []
+    for model in (rnn, torch.compile(rnn)):
+        out, state = model(x)
+        grads = torch.autograd.grad(out.square().sum() + state.sum(), list(rnn.parameters()))
+        results.append((out, state, grads))
+    for a, b in zip(results[0][:2] + results[0][2], results[1][:2] + results[1][2]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
 def test_return_sequence_false_keeps_only_the_state():

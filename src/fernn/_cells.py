@@ -290,12 +290,23 @@ class FlowRNNCell(nn.Module):
         and the final state. ``zero_state`` says that ``state`` is all zeros (the fast path
         then skips the first frame's convolution).
         """
-        fused = (self._fused_sequence and (keep or torch.is_grad_enabled())
-                 and not torch.is_autocast_enabled(u.device.type))
-        if fused:
+        # Under torch.compile the plain path is traced instead (inductor fuses it; the fast
+        # path's buffers written with out= do not trace).
+        if (self._fused_sequence and (keep or torch.is_grad_enabled())
+                and not torch.compiler.is_compiling()):
             shifts = self.flow.velocities.to(u.device)[None, :, None]  # (1, V, 1, 2)
-            out = VanillaRecurrence.apply(u, None if zero_state else state,
-                                          self.conv_hid.weight, shifts, self.nonlinearity)
+            h0, weight = (None if zero_state else state), self.conv_hid.weight
+            device = u.device.type
+            if torch.is_autocast_enabled(device):
+                # What autocast would do to the step's convolution: run it in the autocast
+                # dtype (the add and the activation then follow it, as on the plain path).
+                dtype = torch.get_autocast_dtype(device)
+                u, weight = u.to(dtype), weight.to(dtype)
+                h0 = None if h0 is None else h0.to(dtype)
+                with torch.autocast(device, enabled=False):
+                    out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity)
+            else:
+                out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity)
             return (out if keep else None), out[:, -1]
         outputs = []
         for t in range(u.shape[1]):

@@ -17,10 +17,13 @@ from typing import Any
 from ..data import DIGIT_SOURCES
 from ..models import model_options
 
-__all__ = ["TASKS", "Config", "load_config", "apply_overrides", "shipped_configs", "config_to_toml"]
+__all__ = ["TASKS", "COMPILE_MODES", "Config", "load_config", "apply_overrides", "shipped_configs", "config_to_toml"]
 
 
 TASKS = ("next_step", "kth")
+# Config.compile: "off", or the torch.compile mode of the training step's forward pass
+# ("reduce-overhead" adds CUDA graphs on a GPU).
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Config:
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp" for several devices or nodes
     precision: str = "32-true"  # "bf16-mixed", "16-mixed", ...
+    compile: str = "off"  # torch.compile the training step: "default", "reduce-overhead" (CUDA graphs), "max-autotune"
     loggers: list = field(default_factory=lambda: ["csv", "tensorboard"])  # + "wandb"
     log_every_n_steps: int = 10
     progress: bool = True
@@ -134,6 +138,8 @@ class Config:
             raise ValueError(f"teacher_forcing must lie in [0, 1], got {self.teacher_forcing}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         for logger in self.loggers:
             if logger not in ("csv", "tensorboard", "wandb"):
                 raise ValueError(f"loggers may be 'csv', 'tensorboard', 'wandb'; got {logger!r}")

@@ -25,6 +25,13 @@ class _TaskModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = get_model(cfg.model, **cfg.model_options)
+        # The training steps' forward: the model itself, or torch.compile of it (same
+        # parameters). Set past nn.Module's registration so that checkpoints and saved
+        # weights keep their plain names; validation and evaluation run eager.
+        train_forward = self.model
+        if cfg.compile != "off":
+            train_forward = torch.compile(self.model, mode=cfg.compile)
+        object.__setattr__(self, "train_forward", train_forward)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -58,7 +65,7 @@ class NextStepModule(_TaskModule):
         generator = None
         if self.cfg.teacher_forcing > 0:  # a pure function of (seed, step): survives resume
             generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.global_step)
-        pred = self.model(x, y.shape[1], target=y, teacher_forcing=self.cfg.teacher_forcing,
+        pred = self.train_forward(x, y.shape[1], target=y, teacher_forcing=self.cfg.teacher_forcing,
                           generator=generator)
         loss = F.mse_loss(pred, y)
         self._check_finite(loss)
@@ -76,7 +83,7 @@ class ClassifierModule(_TaskModule):
     Batches: ``{"frames": (B, T, 1, H, W), "labels": (B,)}``."""
 
     def training_step(self, batch, batch_idx):
-        logits = self.model(batch["frames"].to(self.dtype))
+        logits = self.train_forward(batch["frames"].to(self.dtype))
         loss = F.cross_entropy(logits, batch["labels"])
         self._check_finite(loss)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
