@@ -27,6 +27,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 import fernn
 from fernn.models import get_model
@@ -39,11 +40,38 @@ SIZES = {
 
 
 # -- the baseline, research style ----------------------------------------------------------
+def research_conv(conv):
+    """``conv``'s weights run as research code runs them: ``nn.Conv2d(padding_mode=
+    "circular")``, i.e. ``F.pad(mode="circular")`` (whose backward autograd runs as many
+    slice copies and fills) then the convolution; a C_N convolution's kernel family built
+    at every call."""
+    def run(x):
+        if isinstance(conv, torch.nn.Conv2d):
+            weight, bias, k = conv.weight, conv.bias, conv.kernel_size[0]
+        else:  # fernn's C_N lifting / group convolution
+            weight, k = conv.expanded_weight(), conv.kernel_size
+            bias = None if conv.bias is None else conv.bias.repeat_interleave(conv.order)
+        p = k // 2
+        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), weight, bias)
+    return run
+
+
+def research_decoder(decoder):
+    convs = [research_conv(m) if isinstance(m, torch.nn.Conv2d) else m for m in decoder]
+
+    def run(x):
+        for layer in convs:
+            x = layer(x)
+        return x
+    return run
+
+
 def baseline_rnn(x, flow, conv_u, conv_w, state=None):
-    """Vanilla FERNN with a Python loop of torch.roll over V; returns (out, h)."""
+    """Vanilla FERNN with a Python loop of torch.roll over V; returns (out, h). ``conv_u``,
+    ``conv_w``: :func:`research_conv` of the layer's convolutions."""
     B, T, _, H, W = x.shape
     V = len(flow)
-    h = state if state is not None else x.new_zeros(B, V, conv_w.out_channels, H, W)
+    h = state if state is not None else x.new_zeros(B, V, conv_u(x[:, 0]).shape[1], H, W)
     outs = []
     for t in range(T):
         u = conv_u(x[:, t]).unsqueeze(1)  # (B, 1, C, H, W), per frame
@@ -59,7 +87,8 @@ def baseline_rnn(x, flow, conv_u, conv_w, state=None):
 def baseline_predictor(x, model, pred_len):
     flow = model.flow
     layer = model.rnn.layers[0]
-    conv_u, conv_w = layer.conv_in, layer.conv_hid
+    conv_u, conv_w = research_conv(layer.conv_in), research_conv(layer.conv_hid)
+    decoder = research_decoder(model.decoder)
     _, h = baseline_rnn(x, flow, conv_u, conv_w)
     preds, feed = [], None
     for k in range(pred_len):
@@ -68,7 +97,7 @@ def baseline_predictor(x, model, pred_len):
         moved = torch.stack(
             [torch.roll(h[:, i], shifts=v, dims=(-2, -1)) for i, v in enumerate(flow)], 1
         )
-        y = model.decoder(moved.amax(1))
+        y = decoder(moved.amax(1))
         preds.append(y)
         feed = y.detach()
     return torch.stack(preds, 1)
@@ -170,10 +199,12 @@ def baseline_rotation_rnn(x, flow, conv_u, conv_w):
     family rebuilt by the convolution at every step; the input convolution per frame."""
     B, T, _, H, W = x.shape
     N = flow.order
-    h = x.new_zeros(B, len(flow), conv_w.out_fields * N, H, W)
+    h = None
     outs = []
     for t in range(T):
         u = conv_u(x[:, t]).unsqueeze(1)
+        if h is None:
+            h = u.new_zeros(B, len(flow), u.shape[2], H, W)
         moved = []
         for i, (omega, bins) in enumerate(zip(flow.velocities.tolist(), flow.bins)):
             slice_ = fernn.rotate(h[:, i], torch.full((B,), omega, dtype=torch.float64,
@@ -189,18 +220,17 @@ def baseline_rotation_rnn(x, flow, conv_u, conv_w):
 def rotation_rows(args, device, sync):
     """FlowRNN with a rotation flow (8 fields × C_12, ω ∈ {-30, 0, 30}) against the loop."""
     torch.manual_seed(0)
-    B, F, S, T = 8, 8, 28, 10
+    B, fields, S, T = 8, 8, 28, 10
     flow = fernn.RotationFlow2D([-30, 0, 30], order=12)
-    rnn = fernn.FlowRNN(1, F, flow).to(device)
+    rnn = fernn.FlowRNN(1, fields, flow).to(device)
     layer = rnn.layers[0]
+    research = research_conv(layer.conv_in), research_conv(layer.conv_hid)
     x = torch.rand(B, T, 1, S, S, device=device)
-    torch.testing.assert_close(rnn(x)[0], baseline_rotation_rnn(x, flow, layer.conv_in,
-                                                                layer.conv_hid),
+    torch.testing.assert_close(rnn(x)[0], baseline_rotation_rnn(x, flow, *research),
                                rtol=1e-4, atol=1e-5)
     grad = torch.randn_like(rnn(x)[0])
     params = list(rnn.parameters())
-    base = train_step(lambda: baseline_rotation_rnn(x, flow, layer.conv_in, layer.conv_hid),
-                      params, grad)
+    base = train_step(lambda: baseline_rotation_rnn(x, flow, *research), params, grad)
     ours = train_step(lambda: rnn(x)[0], params, grad)
     times = interleaved({"matmul": matmul_step(device), "baseline": base, "fernn": ours},
                         args.repeats, sync)
@@ -224,8 +254,9 @@ def main() -> None:
     rnn = fernn.FlowRNN(1, C, flow).to(device)
     x = torch.rand(B, cfg["frames"], 1, S, S, device=device)
     layer = rnn.layers[0]
+    research = research_conv(layer.conv_in), research_conv(layer.conv_hid)
     ours, _ = rnn(x)
-    theirs, _ = baseline_rnn(x, flow, layer.conv_in, layer.conv_hid)
+    theirs, _ = baseline_rnn(x, flow, *research)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     grad_out = torch.randn_like(ours)
     del ours, theirs
@@ -240,7 +271,7 @@ def main() -> None:
     rows = []
     for name, module, fwd_ours, fwd_base, grad in (
         ("FlowRNN", rnn, lambda: rnn(x)[0],
-         lambda: baseline_rnn(x, flow, layer.conv_in, layer.conv_hid)[0], grad_out),
+         lambda: baseline_rnn(x, flow, *research)[0], grad_out),
         ("next-step model", model, lambda: model(seq, cfg["predicted"]),
          lambda: baseline_predictor(seq, model, cfg["predicted"]), None),
     ):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fernn import roll2d
-from fernn._torus import _roll_flat, _roll_windows
+from fernn._torus import Conv2d, _roll_flat, _roll_windows, circular_pad
 
 
 def reference_roll(x, shifts, circular=True):
@@ -77,6 +77,39 @@ def test_shift_with_padding_is_one_gather_of_the_padded_shift(circular, pad):
     theirs, = torch.autograd.grad(ref, x, grad)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(lambda t: roll2d(t, shifts, circular, pad=pad), (x,))
+
+
+@pytest.mark.parametrize("pad", [1, 2, 4])
+def test_circular_pad_equals_f_pad_with_a_fold_for_backward(pad):
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    out = circular_pad(x, pad)
+    ref = torch.nn.functional.pad(x, (pad,) * 4, mode="circular")
+    assert torch.equal(out, ref)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0],
+                               torch.autograd.grad(ref, x, grad)[0], rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: circular_pad(t, pad), (x,))
+    with pytest.raises(ValueError, match="circular_pad needs"):
+        circular_pad(x, 5)
+
+
+@pytest.mark.parametrize("padding_mode", ["circular", "zeros"])
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_conv2d_is_nn_conv2d_with_a_faster_circular_backward(padding_mode, kernel_size):
+    torch.manual_seed(0)
+    kwargs = dict(padding=kernel_size // 2, padding_mode=padding_mode, bias=True)
+    ours = Conv2d(3, 4, kernel_size, **kwargs).double()
+    theirs = torch.nn.Conv2d(3, 4, kernel_size, **kwargs).double()
+    theirs.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    results = []
+    for conv in (ours, theirs):
+        y = conv(x)
+        results.append((y, torch.autograd.grad(y.sin().sum(), [x, *conv.parameters()])))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
 def test_errors():

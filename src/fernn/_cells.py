@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ._flows import Flow, TranslationFlow2D, _check_padding_mode
 from ._recurrence import RECURRENCE_NONLINEARITIES, VanillaRecurrence
+from ._torus import Conv2d, circular_pad
 
 __all__ = ["FlowRNNCell", "FlowTransport", "LearnedTransport", "CELL_TYPES", "NONLINEARITIES"]
 
@@ -96,7 +97,7 @@ class LearnedTransport(nn.Module):
         weight = self.kernel.repeat_interleave(C, dim=0)[:, None]  # (V*C, 1, k, k)
         p = k // 2
         if self.padding_mode == "circular":
-            x = F.pad(x, (p, p, p, p), mode="circular")
+            x = circular_pad(x, p)
             out = F.conv2d(x, weight, groups=V * C)
         else:
             out = F.conv2d(x, weight, padding=p, groups=V * C)
@@ -186,7 +187,7 @@ class FlowRNNCell(nn.Module):
         # Fast path: the transport's gather also writes W's circular padding (one pass
         # instead of a shift, a padding copy and the padding's costly backward). Exact.
         self._can_fuse = (
-            transport == "flow" and type(self.conv_hid) is nn.Conv2d
+            transport == "flow" and type(self.conv_hid) in (nn.Conv2d, Conv2d)
             and self.conv_hid.padding_mode == "circular"
             and self.conv_hid.stride == (1, 1) and self.conv_hid.dilation == (1, 1)
             and self.conv_hid.groups == 1

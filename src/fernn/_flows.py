@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ._pooling import pool_velocities
 from ._rotation import bins_to_degrees, degrees_to_bins, rotate
-from ._torus import roll2d
+from ._torus import Conv2d, circular_pad, roll2d
 
 __all__ = ["Flow", "TranslationFlow2D", "RotationFlow2D"]
 
@@ -122,8 +122,8 @@ class Flow(abc.ABC):
         carries the fibre (hidden states, deeper layers) rather than plain image channels.
         The default is an ordinary convolution: it commutes with translations.
         """
-        return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                         padding_mode=padding_mode, bias=bias)
+        return Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
+                      padding_mode=padding_mode, bias=bias)
 
     def pool_fibre(self, x: Tensor, mode: str = "max") -> Tensor:
         """Pool each field over its fibre: ``(..., F·fibre, H, W) → (..., F, H, W)``."""
@@ -444,9 +444,9 @@ class RotationFlow2D(Flow):
         out = self._roll_orientations(rotate(h, angles.expand(h.shape[:2])), bins)
         if pad:
             B, V, C, H, W = out.shape
-            out = F.pad(out.reshape(B * V, C, H, W), (pad,) * 4,
-                        mode="circular" if circular else "constant").view(B, V, C, H + 2 * pad,
-                                                                          W + 2 * pad)
+            flat = out.reshape(B * V, C, H, W)
+            flat = circular_pad(flat, pad) if circular else F.pad(flat, (pad,) * 4)
+            out = flat.view(B, V, C, H + 2 * pad, W + 2 * pad)
         return out
 
     def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._rotation import rotate
+from ._torus import circular_pad
 
 __all__ = ["LiftingConv2d", "GroupConv2d"]
 
@@ -67,7 +68,7 @@ class _CNConv(nn.Module):
         p = self.kernel_size // 2
         bias = None if self.bias is None else self.bias.repeat_interleave(self.order)
         if self.padding_mode == "circular":
-            return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), weight, bias)
+            return F.conv2d(circular_pad(x, p), weight, bias)
         return F.conv2d(x, weight, bias, padding=p)
 
     def _init(self, weight: Tensor, fan_in: int) -> None:

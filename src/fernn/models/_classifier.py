@@ -8,13 +8,14 @@ from torch import Tensor, nn
 
 from .._flows import Flow
 from .._rnn import FlowRNN, VelocityPool
+from .._torus import Conv2d
 
 __all__ = ["SequenceClassifier", "CNN3DClassifier"]
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int, padding_mode: str) -> list[nn.Module]:
     return [
-        nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode=padding_mode, bias=False),
+        Conv2d(cin, cout, k, padding=k // 2, padding_mode=padding_mode, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(),
     ]

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .._flows import Flow
 from .._rnn import FlowRNN, VelocityPool, flat_state, unflat_state
+from .._torus import Conv2d
 
 __all__ = ["NextStepPredictor", "conv_decoder"]
 
@@ -23,8 +24,8 @@ def conv_decoder(
     conv = dict(kernel_size=3, padding=1, padding_mode=padding_mode, bias=False)
     blocks: list[nn.Module] = []
     for _ in range(layers):
-        blocks += [nn.Conv2d(in_channels, in_channels, **conv), nn.ReLU()]
-    blocks.append(nn.Conv2d(in_channels, out_channels, **conv))
+        blocks += [Conv2d(in_channels, in_channels, **conv), nn.ReLU()]
+    blocks.append(Conv2d(in_channels, out_channels, **conv))
     return nn.Sequential(*blocks)
 
 
