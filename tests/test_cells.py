@@ -257,6 +257,30 @@ def test_fused_sequence_gives_the_same_outputs_and_gradients(
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("given_state", [False, True])
+def test_fused_sequence_returning_only_the_state(given_state):
+    """return_sequence=False: the top layer returns only its last state (its backward has
+    no gradient for the others) — same state and gradients as the plain path."""
+    flow = TranslationFlow2D(max_speed=1)
+    fused = FlowRNN(2, 3, flow, num_layers=2).double()
+    plain = FlowRNN(2, 3, flow, num_layers=2).double()
+    plain.load_state_dict(fused.state_dict())
+    for layer in plain.layers:
+        layer.fused_sequence = False
+    x = torch.randn(2, 4, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    state = (torch.randn(2, 2, 9, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+             if given_state else None)
+    results = []
+    for model in (fused, plain):
+        none, last = model(x, state, return_sequence=False)
+        assert none is None
+        inputs = [x, *model.parameters()] + ([state] if given_state else [])
+        results.append((last, torch.autograd.grad(last.sin().sum(), inputs)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-12)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("lifted", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_vanilla_recurrence_passes_gradcheck(lifted, with_state):
@@ -267,8 +291,9 @@ def test_vanilla_recurrence_passes_gradcheck(lifted, with_state):
           if with_state else None)
     w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     shifts = torch.tensor([[0, 0], [1, -1], [-2, 1]])[None, :, None]
-    fn = lambda u, h0, w: VanillaRecurrence.apply(u, h0, w, shifts, "tanh")  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (u, h0, w))
+    for keep in (True, False):
+        fn = lambda u, h0, w: VanillaRecurrence.apply(u, h0, w, shifts, "tanh", keep)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (u, h0, w))
 
 
 def test_fused_sequence_skips_the_convolution_of_a_zero_state():

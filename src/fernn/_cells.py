@@ -305,10 +305,10 @@ class FlowRNNCell(nn.Module):
                 u, weight = u.to(dtype), weight.to(dtype)
                 h0 = None if h0 is None else h0.to(dtype)
                 with torch.autocast(device, enabled=False):
-                    out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity)
+                    out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity, keep)
             else:
-                out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity)
-            return (out if keep else None), out[:, -1]
+                out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity, keep)
+            return (out, out[:, -1]) if keep else (None, out)
         outputs = []
         for t in range(u.shape[1]):
             state = self.step(u[:, t], state, hidden_weight)

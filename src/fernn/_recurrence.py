@@ -64,8 +64,10 @@ class VanillaRecurrence(torch.autograd.Function):
         weight: W ``(C, C, k, k)``, k odd.
         shifts: ``(1, V, 1, 2)`` integer shift of each velocity per frame.
         nonlinearity: a key of :data:`RECURRENCE_NONLINEARITIES`.
+        keep: return every state (else only the last: its backward then needs no zero
+            gradient for the others).
 
-    Returns the states ``(B, T, V, C, H, W)``. Circular padding only. Only the states are
+    Returns the states ``(B, T, V, C, H, W)``, or the last ``(B, V, C, H, W)``. Circular padding only. Only the states are
     kept for the backward pass: the shifted, padded states the convolution read are
     gathered again there (one cheap gather per frame instead of a second copy of every
     state), and every per-frame temporary lives in a buffer reused across frames (fresh
@@ -74,7 +76,7 @@ class VanillaRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, h0: Tensor | None, weight: Tensor, shifts: Tensor,  # type: ignore[override]
-                nonlinearity: str) -> Tensor:
+                nonlinearity: str, keep: bool = True) -> Tensor:
         act, _ = _ACTIVATIONS[nonlinearity]
         B, T, _, C, H, W = u.shape
         V = shifts.shape[1]
@@ -94,8 +96,9 @@ class VanillaRecurrence(torch.autograd.Function):
         ctx.nonlinearity = nonlinearity
         ctx.lifted = u.shape[2] != 1
         ctx.zero_start = h0 is None
+        ctx.keep = keep
         ctx.save_for_backward(out, weight, shifts, *([] if h0 is None else [h0]))
-        return out
+        return out if keep else out[:, -1].clone()
 
     @staticmethod
     @once_differentiable
@@ -116,7 +119,12 @@ class VanillaRecurrence(torch.autograd.Function):
         padded = out.new_empty(B, V, C, *size)  # buffers reused by every frame
         gz = out.new_empty(B, V, C, H, W)
         g_buf = out.new_empty(B, V, C, H, W)
-        g = grad_out[:, T - 1]
+        if ctx.keep:
+            grad_of = grad_out.select  # ∂L/∂h_t from outside, for each t
+        else:  # only the last state was returned
+            def grad_of(dim, t):
+                return grad_out if t == T - 1 else None
+        g = grad_of(1, T - 1)
         for t in range(T - 1, -1, -1):
             dact(g, out[:, t], gz)  # ∂L/∂(pre-activation) of frame t
             if grad_u is not None:
@@ -139,5 +147,6 @@ class VanillaRecurrence(torch.autograd.Function):
             if t == 0:
                 grad_h0 = back
                 break
-            g = torch.add(grad_out[:, t - 1], back, out=g_buf)
-        return grad_u, grad_h0, grad_w, None, None
+            outside = grad_of(1, t - 1)
+            g = back if outside is None else torch.add(outside, back, out=g_buf)
+        return grad_u, grad_h0, grad_w, None, None, None
