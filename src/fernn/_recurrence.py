@@ -67,9 +67,9 @@ class VanillaRecurrence(torch.autograd.Function):
         keep: return every state (else only the last: its backward then needs no zero
             gradient for the others).
 
-    Returns the states ``(B, T, V, C, H, W)``, or the last ``(B, V, C, H, W)``. Circular padding only. Only the states are
-    kept for the backward pass: the shifted, padded states the convolution read are
-    gathered again there (one cheap gather per frame instead of a second copy of every
+    Returns the states ``(B, T, V, C, H, W)``, or the last ``(B, V, C, H, W)``. Circular
+    padding only. Only the states are kept for the backward pass: the shifted, padded
+    states the convolution read are gathered again there (one cheap gather per frame instead of a second copy of every
     state), and every per-frame temporary lives in a buffer reused across frames (fresh
     memory costs page faults that, on CPU, rival a convolution).
     """
@@ -119,12 +119,13 @@ class VanillaRecurrence(torch.autograd.Function):
         padded = out.new_empty(B, V, C, *size)  # buffers reused by every frame
         gz = out.new_empty(B, V, C, H, W)
         g_buf = out.new_empty(B, V, C, H, W)
-        if ctx.keep:
-            grad_of = grad_out.select  # ∂L/∂h_t from outside, for each t
-        else:  # only the last state was returned
-            def grad_of(dim, t):
-                return grad_out if t == T - 1 else None
-        g = grad_of(1, T - 1)
+        def grad_of(t: int) -> Tensor | None:
+            """∂L/∂h_t from outside (only the last state's, when only it was returned)."""
+            if ctx.keep:
+                return grad_out[:, t]
+            return grad_out if t == T - 1 else None
+
+        g = grad_of(T - 1)
         for t in range(T - 1, -1, -1):
             dact(g, out[:, t], gz)  # ∂L/∂(pre-activation) of frame t
             if grad_u is not None:
@@ -147,6 +148,6 @@ class VanillaRecurrence(torch.autograd.Function):
             if t == 0:
                 grad_h0 = back
                 break
-            outside = grad_of(1, t - 1)
+            outside = grad_of(t - 1)
             g = back if outside is None else torch.add(outside, back, out=g_buf)
         return grad_u, grad_h0, grad_w, None, None, None
