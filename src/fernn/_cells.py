@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -295,19 +297,19 @@ class FlowRNNCell(nn.Module):
         # path's buffers written with out= do not trace).
         if (self._fused_sequence and (keep or torch.is_grad_enabled())
                 and not torch.compiler.is_compiling()):
-            shifts = self.flow.velocities.to(u.device)[None, :, None]  # (1, V, 1, 2)
             h0, weight = (None if zero_state else state), self.conv_hid.weight
             device = u.device.type
+            plain_dtype = contextlib.nullcontext()
             if torch.is_autocast_enabled(device):
                 # What autocast would do to the step's convolution: run it in the autocast
                 # dtype (the add and the activation then follow it, as on the plain path).
                 dtype = torch.get_autocast_dtype(device)
                 u, weight = u.to(dtype), weight.to(dtype)
                 h0 = None if h0 is None else h0.to(dtype)
-                with torch.autocast(device, enabled=False):
-                    out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity, keep)
-            else:
-                out = VanillaRecurrence.apply(u, h0, weight, shifts, self.nonlinearity, keep)
+                plain_dtype = torch.autocast(device, enabled=False)
+            with plain_dtype:
+                out = VanillaRecurrence.apply(u, h0, weight, self.flow.hidden_shifts(u.device),
+                                              self.nonlinearity, keep)
             return (out, out[:, -1]) if keep else (None, out)
         outputs = []
         for t in range(u.shape[1]):

@@ -307,11 +307,15 @@ class TranslationFlow2D(Flow):
         shifts = (t[None, :, None] * v[:, None, :])[:, :, None]  # (B, T, 1, 2)
         return roll2d(x, shifts)
 
+    def hidden_shifts(self, device=None) -> Tensor:
+        """The shift of each velocity slice per frame, shaped for hidden states
+        ``(B, V, C, H, W)``: ``(1, V, 1, 2)`` integers."""
+        return self.velocities.to(device)[None, :, None]
+
     def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0) -> Tensor:
         circular = _check_padding_mode(padding_mode)
         _check_lifted(h, len(self))
-        shifts = self.velocities.to(h.device)[None, :, None]  # (1, V, 1, 2)
-        return roll2d(h, shifts, circular=circular, pad=pad)
+        return roll2d(h, self.hidden_shifts(h.device), circular=circular, pad=pad)
 
     def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
         v = torch.tensor(self._key(velocity), device=h.device)  # (2,)
