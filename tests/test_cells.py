@@ -228,10 +228,15 @@ def test_fused_padding_only_where_it_is_exact():
 @pytest.mark.parametrize("num_layers,kernel_size,given_state,checkpoint_every", [
     (1, 3, False, 0), (2, 3, True, 0), (2, 5, False, 2), (1, 3, True, 3),
 ])
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
 def test_fused_sequence_gives_the_same_outputs_and_gradients(
-        nonlinearity, num_layers, kernel_size, given_state, checkpoint_every):
+        nonlinearity, num_layers, kernel_size, given_state, checkpoint_every, chunked,
+        monkeypatch):
     """The sequence fast path (one autograd node, hand-written backward through time)
-    equals the plain path: same outputs, same gradients for input, weights and state."""
+    equals the plain path: same outputs, same gradients for input, weights and state —
+    with the batch run whole, or one item per chunk."""
+    if chunked:
+        monkeypatch.setattr(fernn._recurrence, "CPU_CHUNK_BYTES", 1)
     flow = TranslationFlow2D(max_speed=1)
     kwargs = dict(num_layers=num_layers, kernel_size=kernel_size, nonlinearity=nonlinearity)
     fused = FlowRNN(2, 3, flow, checkpoint_every=checkpoint_every, **kwargs).double()
@@ -294,6 +299,35 @@ def test_vanilla_recurrence_passes_gradcheck(lifted, with_state):
     for keep in (True, False):
         fn = lambda u, h0, w: VanillaRecurrence.apply(u, h0, w, shifts, "tanh", keep)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (u, h0, w))
+
+
+def test_vanilla_recurrence_in_uneven_chunks_passes_gradcheck(monkeypatch):
+    """Three batch items in chunks of two and one (every buffer sliced to the last chunk)."""
+    item = 3 * 2 * 5 * 4 * 8  # one item's state in bytes (V=3, C=2, 5×4, float64)
+    monkeypatch.setattr(fernn._recurrence, "CPU_CHUNK_BYTES", 2 * item)
+    assert fernn._recurrence.batch_chunks(3, item, torch.device("cpu")) == [
+        slice(0, 2), slice(2, 3)]
+    torch.manual_seed(1)
+    u = torch.randn(3, 3, 1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 3, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    shifts = torch.tensor([[0, 0], [1, -1], [-2, 1]])[None, :, None]
+    for keep in (True, False):
+        fn = lambda u, h0, w: VanillaRecurrence.apply(u, h0, w, shifts, "relu", keep)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (u, h0, w))
+
+
+@pytest.mark.parametrize("batch,item,limit,expected", [
+    (8, 10, 100, [slice(0, 8)]),  # fits: the batch whole
+    (8, 10, 40, [slice(0, 4), slice(4, 8)]),  # 80 bytes, 40 a chunk: two of four
+    (7, 10, 30, [slice(0, 3), slice(3, 6), slice(6, 7)]),  # ⌈70/30⌉ = 3 chunks of ⌈7/3⌉
+    (3, 50, 10, [slice(0, 1), slice(1, 2), slice(2, 3)]),  # items over the limit: one each
+    (16, 25, 84, [slice(r, min(r + 3, 16)) for r in range(0, 16, 3)]),  # 3 fit: 6 chunks
+])
+def test_batch_chunks(batch, item, limit, expected, monkeypatch):
+    monkeypatch.setattr(fernn._recurrence, "CPU_CHUNK_BYTES", limit)
+    assert fernn._recurrence.batch_chunks(batch, item, torch.device("cpu")) == expected
+    assert fernn._recurrence.batch_chunks(batch, item, torch.device("meta")) == [slice(0, batch)]
 
 
 def test_fused_sequence_skips_the_convolution_of_a_zero_state():

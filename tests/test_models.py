@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import fernn
+import fernn._recurrence
 from fernn import TranslationFlow2D
 from fernn.models import (
     NextStepPredictor,
@@ -137,11 +138,19 @@ def test_cnn3d():
         model(torch.rand(2, 8, 16, 16))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_predictor_checkpointing_is_exact(cell):
-    plain = get_model("fernn_predictor", hidden_channels=3, max_speed=1, cell=cell, decoder_layers=1)
-    ckpt = get_model("fernn_predictor", hidden_channels=3, max_speed=1, cell=cell, decoder_layers=1,
-                     checkpoint_every=2)
+@pytest.mark.parametrize("cell,transport", [("rnn", "flow"), ("lstm", "flow"),
+                                            ("rnn", "learned")])
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+def test_predictor_checkpointing_is_exact(cell, transport, chunked, monkeypatch):
+    """Memory mode (encoder segments, decoder groups, the readout recomputed chunk by
+    chunk) gives the plain outputs and gradients — also with the learned transport, whose
+    parameters the recomputed readout must reach, and one batch item per chunk."""
+    if chunked:
+        monkeypatch.setattr(fernn._recurrence, "CPU_CHUNK_BYTES", 1)
+    kwargs = dict(hidden_channels=3, max_speed=1, cell=cell, decoder_layers=1,
+                  transport=transport)
+    plain = get_model("fernn_predictor", **kwargs)
+    ckpt = get_model("fernn_predictor", checkpoint_every=2, **kwargs)
     ckpt.load_state_dict(plain.state_dict())
     x, y = torch.rand(2, 5, 1, 8, 8), torch.rand(2, 3, 1, 8, 8)
     outs = []

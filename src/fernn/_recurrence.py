@@ -32,7 +32,7 @@ from torch.autograd.function import once_differentiable
 
 from ._torus import flat_index, gather_flat
 
-__all__ = ["VanillaRecurrence", "RECURRENCE_NONLINEARITIES"]
+__all__ = ["VanillaRecurrence", "RECURRENCE_NONLINEARITIES", "batch_chunks", "CPU_CHUNK_BYTES"]
 
 _aten = torch.ops.aten
 # σ applied in place, and its derivative written in terms of σ's output y, into ``out``.
@@ -55,6 +55,26 @@ def _correlate(hp: Tensor, weight: Tensor) -> Tensor:
     return out.view(B, V, -1, Hp - k + 1, Wp - k + 1)
 
 
+# On CPU the batch is run in chunks whose states take at most this many bytes. glibc
+# serves every allocation above 32 MiB with a fresh mmap, whose pages fault in on first
+# touch: a fresh 40 MB convolution output costs about as much again as the convolution.
+# Chunks this size are recycled from the heap instead, stay nearer the caches, and make
+# every temporary of the backward pass one chunk's, not one batch's. A FlowRNN step at
+# B=16 ran 1.6x faster in 4-16 MiB chunks than whole (docs/benchmarks.md). CUDA's caching
+# allocator recycles memory itself: there the batch runs whole.
+CPU_CHUNK_BYTES = 8 * 2**20
+
+
+def batch_chunks(batch: int, item_bytes: int, device: torch.device) -> list[slice]:
+    """Slices of the batch axis, each holding at most :data:`CPU_CHUNK_BYTES` of state on
+    CPU (at least one item), in chunks of equal size; the whole batch elsewhere."""
+    if device.type != "cpu" or batch * item_bytes <= CPU_CHUNK_BYTES:
+        return [slice(0, batch)]
+    pieces = -(-batch // max(1, CPU_CHUNK_BYTES // item_bytes))
+    rows = -(-batch // pieces)
+    return [slice(start, min(start + rows, batch)) for start in range(0, batch, rows)]
+
+
 class VanillaRecurrence(torch.autograd.Function):
     """``out[:, t] = σ(u[:, t] + W ⋆ roll(out[:, t-1]))`` for all t, with ``out[:, -1] = h0``.
 
@@ -69,9 +89,10 @@ class VanillaRecurrence(torch.autograd.Function):
 
     Returns the states ``(B, T, V, C, H, W)``, or the last ``(B, V, C, H, W)``. Circular
     padding only. Only the states are kept for the backward pass: the shifted, padded
-    states the convolution read are gathered again there (one cheap gather per frame instead of a second copy of every
-    state), and every per-frame temporary lives in a buffer reused across frames (fresh
-    memory costs page faults that, on CPU, rival a convolution).
+    states the convolution read are gathered again there (one cheap gather per frame
+    instead of a second copy of every state). Batch items never interact, so both passes
+    run chunk by chunk (:func:`batch_chunks`), each chunk through all its frames, with
+    every temporary in a chunk-sized buffer reused across frames.
     """
 
     @staticmethod
@@ -83,71 +104,88 @@ class VanillaRecurrence(torch.autograd.Function):
         p = weight.shape[-1] // 2
         size = (H + 2 * p, W + 2 * p)
         index = flat_index(shifts, H, W, True, p)
-        out = u.new_empty(B, T, V, C, H, W)
-        hp = u.new_empty(B, V, C, *size)  # S_ν h_{t-1}(ν), padded for W: reused every frame
-        h = h0
-        for t in range(T):
-            if h is None:
-                out[:, t] = u[:, t]  # W ⋆ 0 = 0
-            else:
-                gather_flat(h, index, size, True, out=hp)
-                torch.add(_correlate(hp, weight), u[:, t], out=out[:, t])
-            h = act(out[:, t])
+        # The states: one tensor when all are returned, else one per frame, so that the
+        # returned last state holds no others (a checkpointed segment then frees them).
+        out = u.new_empty(B, T, V, C, H, W) if keep else None
+        frames = out.unbind(1) if keep else [u.new_empty(B, V, C, H, W) for _ in range(T)]
+        chunks = batch_chunks(B, V * C * H * W * u.element_size(), u.device)
+        hp = u.new_empty(chunks[0].stop, V, C, *size)  # S_ν h_{t-1}(ν), padded for W
+        for rows in chunks:
+            n = rows.stop - rows.start
+            h = None if h0 is None else h0[rows]
+            for t in range(T):
+                new = frames[t][rows]
+                if h is None:
+                    new.copy_(u[rows, t])  # W ⋆ 0 = 0
+                else:
+                    gather_flat(h, index, size, True, out=hp[:n])
+                    torch.add(_correlate(hp[:n], weight), u[rows, t], out=new)
+                h = act(new)
         ctx.nonlinearity = nonlinearity
         ctx.lifted = u.shape[2] != 1
         ctx.zero_start = h0 is None
         ctx.keep = keep
-        ctx.save_for_backward(out, weight, shifts, *([] if h0 is None else [h0]))
-        return out if keep else out[:, -1].clone()
+        ctx.frames = T
+        ctx.save_for_backward(weight, shifts, *([] if h0 is None else [h0]),
+                              *([out] if keep else frames))
+        return out if keep else frames[-1]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        out, weight, shifts, *h0 = ctx.saved_tensors
+        weight, shifts, *saved = ctx.saved_tensors
+        h0 = None if ctx.zero_start else saved.pop(0)
+        frames = saved[0].unbind(1) if ctx.keep else saved
         _, dact = _ACTIVATIONS[ctx.nonlinearity]
         need_u, need_h0, need_w = ctx.needs_input_grad[:3]
-        B, T, V, C, H, W = out.shape
+        T = ctx.frames
+        B, V, C, H, W = frames[0].shape
         p = weight.shape[-1] // 2
         size = (H + 2 * p, W + 2 * p)
         first = 1 if ctx.zero_start else 0  # the first frame with a convolution
         forward_index = flat_index(shifts, H, W, True, p)  # S_ν, padded: rebuilds W's input
         adjoint_index = flat_index(-shifts, H, W, True, p)  # S_{-ν}, padded
         flipped = weight.flip(-2, -1).transpose(0, 1).contiguous()  # W̃: the adjoint's kernel
-        grad_u = out.new_empty(B, T, V if ctx.lifted else 1, C, H, W) if need_u else None
+        like = frames[0]
+        grad_u = like.new_empty(B, T, V if ctx.lifted else 1, C, H, W) if need_u else None
         grad_w = torch.zeros_like(weight) if need_w else None
-        grad_h0 = None
-        padded = out.new_empty(B, V, C, *size)  # buffers reused by every frame
-        gz = out.new_empty(B, V, C, H, W)
-        g_buf = out.new_empty(B, V, C, H, W)
-        def grad_of(t: int) -> Tensor | None:
+        grad_h0 = like.new_empty(B, V, C, H, W) if need_h0 else None
+        chunks = batch_chunks(B, V * C * H * W * like.element_size(), like.device)
+        padded = like.new_empty(chunks[0].stop, V, C, *size)  # chunk buffers reused by
+        gz_buf = like.new_empty(chunks[0].stop, V, C, H, W)  # every frame
+
+        def outside(rows: slice, t: int) -> Tensor | None:
             """∂L/∂h_t from outside (only the last state's, when only it was returned)."""
             if ctx.keep:
-                return grad_out[:, t]
-            return grad_out if t == T - 1 else None
+                return grad_out[rows, t]
+            return grad_out[rows] if t == T - 1 else None
 
-        g = grad_of(T - 1)
-        for t in range(T - 1, -1, -1):
-            dact(g, out[:, t], gz)  # ∂L/∂(pre-activation) of frame t
-            if grad_u is not None:
-                if ctx.lifted:
-                    grad_u[:, t] = gz
-                else:
-                    torch.sum(gz, dim=1, keepdim=True, out=grad_u[:, t])
-            if t < first:
-                break  # frame 0 from a zero state: no convolution to differentiate
-            if grad_w is not None:
-                prev = out[:, t - 1] if t > 0 else h0[0]
-                gather_flat(prev, forward_index, size, True, out=padded)
-                grad_w += _aten.convolution_backward(
-                    gz.view(B * V, C, H, W), padded.view(B * V, C, *size), weight, None,
-                    [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1]
-            if t == 0 and not need_h0:
-                break
-            # ∂L/∂h_{t-1}(ν) = W̃ ⋆ S_{-ν} gz(ν): the forward's gather and convolution again.
-            back = _correlate(gather_flat(gz, adjoint_index, size, True, out=padded), flipped)
-            if t == 0:
-                grad_h0 = back
-                break
-            outside = grad_of(t - 1)
-            g = back if outside is None else torch.add(outside, back, out=g_buf)
+        for rows in chunks:
+            n = rows.stop - rows.start
+            gz, pad = gz_buf[:n], padded[:n]
+            g = outside(rows, T - 1)
+            for t in range(T - 1, -1, -1):
+                dact(g, frames[t][rows], gz)  # ∂L/∂(pre-activation) of frame t
+                if grad_u is not None:
+                    if ctx.lifted:
+                        grad_u[rows, t] = gz
+                    else:
+                        torch.sum(gz, dim=1, keepdim=True, out=grad_u[rows, t])
+                if t < first:
+                    break  # frame 0 from a zero state: no convolution to differentiate
+                if grad_w is not None:
+                    prev = frames[t - 1][rows] if t > 0 else h0[rows]
+                    gather_flat(prev, forward_index, size, True, out=pad)
+                    grad_w += _aten.convolution_backward(
+                        gz.view(n * V, C, H, W), pad.view(n * V, C, *size), weight, None,
+                        [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1]
+                if t == 0 and not need_h0:
+                    break
+                # ∂L/∂h_{t-1}(ν) = W̃ ⋆ S_{-ν} gz(ν): the forward's gather and convolution.
+                back = _correlate(gather_flat(gz, adjoint_index, size, True, out=pad), flipped)
+                if t == 0:
+                    grad_h0[rows] = back
+                    break
+                more = outside(rows, t - 1)
+                g = back if more is None else back.add_(more)
         return grad_u, grad_h0, grad_w, None, None, None

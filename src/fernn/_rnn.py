@@ -22,6 +22,17 @@ def unflat_state(flat, lstm: bool):
     return tuple(flat) if lstm else flat[0]
 
 
+def _unstack(stacked: Tensor) -> list[Tensor]:
+    """``(L, ...)`` → L tensors; a view for one layer, so that its backward copies nothing
+    (``unbind``'s backward stacks the gradients into a new tensor)."""
+    return [stacked.squeeze(0)] if stacked.shape[0] == 1 else list(stacked.unbind(0))
+
+
+def _stack(layers: list[Tensor]) -> Tensor:
+    """The inverse of :func:`_unstack`: a view for one layer, a stacked copy for more."""
+    return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)
+
+
 class VelocityPool(nn.Module):
     """Module form of :func:`pool_velocities`. Shapes: ``(..., V, C, H, W) -> (..., C, H, W)``."""
 
@@ -154,13 +165,13 @@ class FlowRNN(nn.Module):
                     f"and {self.flow!r}; got {got}"
                 )
         if self.cell == "lstm":
-            return [(state[0][layer], state[1][layer]) for layer in range(self.num_layers)]
-        return list(state.unbind(0))
+            return list(zip(_unstack(state[0]), _unstack(state[1])))
+        return _unstack(state)
 
     def _stack_state(self, states: list):
         if self.cell == "lstm":
-            return torch.stack([h for h, _ in states]), torch.stack([c for _, c in states])
-        return torch.stack(states)
+            return _stack([h for h, _ in states]), _stack([c for _, c in states])
+        return _stack(states)
 
     def _run_layer(self, layer, u: Tensor, state, keep: bool, zero_state: bool):
         k = self.checkpoint_every
@@ -171,14 +182,19 @@ class FlowRNN(nn.Module):
 
         pieces = []
         lstm = layer.cell == "lstm"
+        B, H, W = u.shape[0], u.shape[-2], u.shape[-1]
         for start in range(0, u.shape[1], k):
             seg = u[:, start : start + k]
+            zero = zero_state and not start
+            # A zero state is made again inside rather than kept as the segment's input.
+            carried = () if zero else flat_state(state, lstm)
 
-            def run(seg, weight, *flat, layer=layer, keep=keep, zero=zero_state and not start):
-                out, st = layer.run_sequence(seg, unflat_state(flat, lstm), keep, zero, weight)
+            def run(seg, weight, *flat, layer=layer, keep=keep, zero=zero):
+                st = unflat_state(flat, lstm) if flat else layer.initial_state(B, H, W, seg)
+                out, st = layer.run_sequence(seg, st, keep, zero, weight)
                 return (out, *flat_state(st, lstm)) if keep else flat_state(st, lstm)
 
-            result = checkpoint(run, seg, weight, *flat_state(state, lstm), use_reentrant=False)
+            result = checkpoint(run, seg, weight, *carried, use_reentrant=False)
             if keep:
                 pieces.append(result[0])
                 result = result[1:]

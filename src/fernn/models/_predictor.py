@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._flows import Flow
+from .._recurrence import batch_chunks
 from .._rnn import FlowRNN, VelocityPool, flat_state, unflat_state
 from .._torus import Conv2d
 
@@ -58,8 +59,9 @@ class NextStepPredictor(nn.Module):
         decoder_layers: number of (3×3 conv + ReLU) blocks before the output conv.
         refeed_last_frame, detach_feedback: see above.
         checkpoint_every: activation checkpointing over time: the encoder keeps its state
-            every ``k`` frames and the decoder at every predicted frame; the steps between
-            are recomputed in the backward pass. Same outputs and gradients.
+            every ``k`` frames and the decoder every ``⌈√pred_len⌉``-th predicted frame;
+            the steps between, and the readout's moved copy of each state, are
+            recomputed in the backward pass. Same outputs and gradients.
 
     Shapes:
         x: ``(B, T_in, C, H, W)``; target (teacher forcing): ``(B, pred_len, C, H, W)``;
@@ -111,11 +113,25 @@ class NextStepPredictor(nn.Module):
         """The top layer's hidden state ``(B, V, C_h, H, W)`` from a stacked state."""
         return state[0][-1] if self.rnn.cell == "lstm" else state[-1]
 
-    def _read(self, state) -> Tensor:
-        h = self._top(state)  # (B, V, C_h, H, W)
+    def _pooled(self, h: Tensor) -> Tensor:
+        """The readout's pooled state ``(B, C_h, H, W)`` from the top state ``h``."""
         if not self.refeed_last_frame:
             h = self.rnn.layers[-1].transport(h)  # S_ν h_t(ν)
-        pooled = self.flow.pool_fibre(self.pool(h), "max")  # over V, then orientations
+        return self.flow.pool_fibre(self.pool(h), "max")  # over V, then orientations
+
+    def _read(self, state) -> Tensor:
+        h = self._top(state)  # (B, V, C_h, H, W)
+        if self.rnn.checkpoint_every and torch.is_grad_enabled():
+            # The max over V keeps its input (a moved copy of the state) for its backward;
+            # in memory mode that copy is made again there instead, from h, one batch
+            # chunk at a time, so that the backward's temporaries are a chunk's, too.
+            from torch.utils.checkpoint import checkpoint
+
+            rows = batch_chunks(h.shape[0], h[:1].nbytes, h.device)
+            pooled = torch.cat([checkpoint(self._pooled, part, use_reentrant=False)
+                                for part in h.split(rows[0].stop)])
+        else:
+            pooled = self._pooled(h)
         return self.decoder(pooled)  # (B, C, H, W)
 
     def forward(
@@ -163,22 +179,13 @@ class NextStepPredictor(nn.Module):
         if self.rnn.checkpoint_every and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
-            def stepwise(first: int, last: int, feed: Tensor, *flat):
-                """Frames first..last-1, one checkpointed decoding step each."""
-                pieces = []
-                for k in range(first, last):
-                    ys, feed, *flat = checkpoint(decode, k, k + 1, feed, *flat,
-                                                 use_reentrant=False)
-                    pieces.append(ys)
-                return (torch.cat(pieces, dim=1), feed, *flat)
-
-            # Two levels (√T memory): only every g-th state is kept through the forward;
-            # the backward recomputes a group of g steps, keeping their states, then
-            # recomputes each step's activations one at a time. Exact.
+            # √T memory: only every g-th state is kept through the forward; the backward
+            # recomputes a group of g steps, keeping their states (each step's readout
+            # keeps none: see _read). Exact.
             group = max(1, math.isqrt(pred_len - 1) + 1) if pred_len > 1 else 1
             pieces, feed, flat = [], x[:, -1], flat_state(state, lstm)
             for first in range(0, pred_len, group):
-                ys, feed, *flat = checkpoint(stepwise, first, min(first + group, pred_len),
+                ys, feed, *flat = checkpoint(decode, first, min(first + group, pred_len),
                                              feed, *flat, use_reentrant=False)
                 pieces.append(ys)
             return torch.cat(pieces, dim=1)
