@@ -4,19 +4,47 @@ checkpointing over time (``checkpoint_every``), each in a fresh process.
     python benchmarks/memory.py --batch 16 --hidden 32            # quick
     python benchmarks/memory.py --batch 128 --hidden 128          # the paper's translation config
 
-Peak memory is the process's peak resident set (``ru_maxrss``) minus its size just before
-the step (model, optimizer and data already allocated): the activations and gradients of
-the step, taken on the first step; the time is that of a second, warm step. On CUDA devices ``torch.cuda.max_memory_allocated`` is used instead.
+Peak memory is that of a second, warm step (the first allocates what every step reuses:
+gradients, kernels, thread pools): after it, freed heap is handed back to the OS
+(``malloc_trim``) and the peak resident set reset (``/proc/self/clear_refs``); the figure
+is the step's peak resident set (``VmHWM``) minus the resident set before it — the
+activations and temporaries of one step, as the OS sees them, allocator overheads
+included. The time is that of the same step. On CPU a third step, under the profiler,
+gives the peak of the bytes held by tensors alone (``tensors``: no allocator overheads,
+what a GPU run reports); on CUDA devices ``torch.cuda.max_memory_allocated`` is the only
+figure. Needs Linux with glibc on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
-import resource
 import subprocess
 import sys
 import time
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Return freed heap to the OS, reset the peak resident set; the resident set now."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # resets VmHWM (Linux >= 4.0)
+    return _status_bytes("VmRSS")
+
+
+def _peak_rss() -> int:
+    return _status_bytes("VmHWM")
 
 
 def one_step(batch, hidden, max_speed, frames, checkpoint_every, device):
@@ -29,11 +57,6 @@ def one_step(batch, hidden, max_speed, frames, checkpoint_every, device):
                       checkpoint_every=checkpoint_every).to(device)
     x = torch.rand(batch, 2 * frames, 1, 28, 28, device=device)
     cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -42,14 +65,36 @@ def one_step(batch, hidden, max_speed, frames, checkpoint_every, device):
         if cuda:
             torch.cuda.synchronize()
 
-    step()  # the peak is taken on the first step ...
+    step()  # warm-up: one-time allocations (kernels, thread pools, the gradients)
     if cuda:
-        peak = torch.cuda.max_memory_allocated() - before
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        before = _reset_peak_rss()
     start = time.perf_counter()
-    step()  # ... the time on the second (warm)
-    return {"seconds": time.perf_counter() - start, "peak_bytes": peak}
+    step()
+    seconds = time.perf_counter() - start
+    if cuda:
+        return {"seconds": seconds, "peak_bytes": torch.cuda.max_memory_allocated() - before}
+    return {"seconds": seconds, "peak_bytes": _peak_rss() - before,
+            "tensor_peak_bytes": _tensor_peak(step)}
+
+
+def _tensor_peak(step) -> int:
+    """Peak of the bytes held by tensors allocated during ``step`` (net of those freed):
+    what ``torch.cuda.max_memory_allocated`` measures on a GPU, from the profiler's
+    allocation events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def main() -> None:
@@ -79,11 +124,17 @@ def main() -> None:
     print(f"One training step of fernn_predictor: batch {args.batch}, hidden {args.hidden}, "
           f"V={(2 * args.max_speed + 1) ** 2}, {args.frames}+{args.frames} frames, 28×28, "
           f"{args.device}")
-    print(f"{'checkpoint_every':>16s} {'peak (GiB)':>11s} {'vs plain':>9s} {'time (s)':>9s} {'vs plain':>9s}")
+    tensors = "tensor_peak_bytes" in plain
+    print(f"{'checkpoint_every':>16s} {'peak (GiB)':>11s} {'vs plain':>9s}"
+          + (f" {'tensors (GiB)':>14s} {'vs plain':>9s}" if tensors else "")
+          + f" {'time (s)':>9s} {'vs plain':>9s}")
     for r in rows:
-        print(f"{r['checkpoint_every']:16d} {r['peak_bytes'] / 2**30:11.2f} "
-              f"{r['peak_bytes'] / plain['peak_bytes']:9.2f} {r['seconds']:9.2f} "
-              f"{r['seconds'] / plain['seconds']:9.2f}")
+        line = (f"{r['checkpoint_every']:16d} {r['peak_bytes'] / 2**30:11.2f} "
+                f"{r['peak_bytes'] / plain['peak_bytes']:9.2f}")
+        if tensors:
+            line += (f" {r['tensor_peak_bytes'] / 2**30:14.2f} "
+                     f"{r['tensor_peak_bytes'] / plain['tensor_peak_bytes']:9.2f}")
+        print(line + f" {r['seconds']:9.2f} {r['seconds'] / plain['seconds']:9.2f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(args=vars(args), rows=rows), fh, indent=2)

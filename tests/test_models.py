@@ -161,3 +161,15 @@ def test_predictor_checkpointing_is_exact(cell, transport, chunked, monkeypatch)
     assert torch.equal(outs[0][0], outs[1][0])
     for a, b in zip(outs[0][1], outs[1][1]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 10, 11, 20, 100])
+def test_decoder_checkpoint_groups_shrink_by_one(n):
+    from fernn.models._predictor import _shrinking_groups
+
+    sizes = _shrinking_groups(n)
+    m = sizes[0]
+    assert sum(sizes) == n
+    assert sizes[:-1] == list(range(m, m - len(sizes) + 1, -1))  # m, m-1, ...
+    assert 0 < sizes[-1] <= m - len(sizes) + 1
+    assert (m - 1) * m // 2 < n <= m * (m + 1) // 2  # the least such m

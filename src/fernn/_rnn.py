@@ -22,13 +22,13 @@ def unflat_state(flat, lstm: bool):
     return tuple(flat) if lstm else flat[0]
 
 
-def _unstack(stacked: Tensor) -> list[Tensor]:
+def unstack_layers(stacked: Tensor) -> list[Tensor]:
     """``(L, ...)`` → L tensors; a view for one layer, so that its backward copies nothing
     (``unbind``'s backward stacks the gradients into a new tensor)."""
     return [stacked.squeeze(0)] if stacked.shape[0] == 1 else list(stacked.unbind(0))
 
 
-def _stack(layers: list[Tensor]) -> Tensor:
+def stack_layers(layers: list[Tensor]) -> Tensor:
     """The inverse of :func:`_unstack`: a view for one layer, a stacked copy for more."""
     return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)
 
@@ -165,13 +165,13 @@ class FlowRNN(nn.Module):
                     f"and {self.flow!r}; got {got}"
                 )
         if self.cell == "lstm":
-            return list(zip(_unstack(state[0]), _unstack(state[1])))
-        return _unstack(state)
+            return list(zip(unstack_layers(state[0]), unstack_layers(state[1])))
+        return unstack_layers(state)
 
     def _stack_state(self, states: list):
         if self.cell == "lstm":
-            return _stack([h for h, _ in states]), _stack([c for _, c in states])
-        return _stack(states)
+            return stack_layers([h for h, _ in states]), stack_layers([c for _, c in states])
+        return stack_layers(states)
 
     def _run_layer(self, layer, u: Tensor, state, keep: bool, zero_state: bool):
         k = self.checkpoint_every

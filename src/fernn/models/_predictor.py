@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .._flows import Flow
 from .._recurrence import batch_chunks
-from .._rnn import FlowRNN, VelocityPool, flat_state, unflat_state
+from .._rnn import FlowRNN, VelocityPool, flat_state, unflat_state, unstack_layers
 from .._torus import Conv2d
 
 __all__ = ["NextStepPredictor", "conv_decoder"]
@@ -28,6 +28,16 @@ def conv_decoder(
         blocks += [Conv2d(in_channels, in_channels, **conv), nn.ReLU()]
     blocks.append(Conv2d(in_channels, out_channels, **conv))
     return nn.Sequential(*blocks)
+
+
+def _shrinking_groups(n: int) -> list[int]:
+    """Sizes m, m-1, ..., summing to ``n``, with the smallest such m (the last one cut)."""
+    m = math.ceil((math.sqrt(8 * n + 1) - 1) / 2)  # the least m with m(m+1)/2 >= n
+    sizes = []
+    while n > 0:
+        sizes.append(min(m, n))
+        n, m = n - sizes[-1], m - 1
+    return sizes
 
 
 class NextStepPredictor(nn.Module):
@@ -59,9 +69,10 @@ class NextStepPredictor(nn.Module):
         decoder_layers: number of (3×3 conv + ReLU) blocks before the output conv.
         refeed_last_frame, detach_feedback: see above.
         checkpoint_every: activation checkpointing over time: the encoder keeps its state
-            every ``k`` frames and the decoder every ``⌈√pred_len⌉``-th predicted frame;
-            the steps between, and the readout's moved copy of each state, are
-            recomputed in the backward pass. Same outputs and gradients.
+            every ``k`` frames, the decoder at the start of groups of predicted frames
+            that shrink by one (4, 3, 2, 1 for 10); the frames between, and the readout's
+            moved copy of each state, are recomputed in the backward pass. Same outputs
+            and gradients.
 
     Shapes:
         x: ``(B, T_in, C, H, W)``; target (teacher forcing): ``(B, pred_len, C, H, W)``;
@@ -111,7 +122,9 @@ class NextStepPredictor(nn.Module):
 
     def _top(self, state) -> Tensor:
         """The top layer's hidden state ``(B, V, C_h, H, W)`` from a stacked state."""
-        return state[0][-1] if self.rnn.cell == "lstm" else state[-1]
+        # Unstacked rather than indexed: for one layer a view, whose backward copies nothing
+        # (indexing's backward writes the gradient into a zero stack, then adds it).
+        return unstack_layers(state[0] if self.rnn.cell == "lstm" else state)[-1]
 
     def _pooled(self, h: Tensor) -> Tensor:
         """The readout's pooled state ``(B, C_h, H, W)`` from the top state ``h``."""
@@ -179,14 +192,16 @@ class NextStepPredictor(nn.Module):
         if self.rnn.checkpoint_every and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
-            # √T memory: only every g-th state is kept through the forward; the backward
-            # recomputes a group of g steps, keeping their states (each step's readout
-            # keeps none: see _read). Exact.
-            group = max(1, math.isqrt(pred_len - 1) + 1) if pred_len > 1 else 1
-            pieces, feed, flat = [], x[:, -1], flat_state(state, lstm)
-            for first in range(0, pred_len, group):
-                ys, feed, *flat = checkpoint(decode, first, min(first + group, pred_len),
-                                             feed, *flat, use_reentrant=False)
+            # Only each group's first state is kept through the forward; the backward
+            # recomputes a group, keeping its states (each step's readout keeps none: see
+            # _read). Groups shrink by one (4, 3, 2, 1 for 10 frames): the later a group,
+            # the more kept states are alive while it is recomputed, so every group's
+            # backward peaks alike, at about √(2·pred_len) states. Exact.
+            pieces, feed, flat, first = [], x[:, -1], flat_state(state, lstm), 0
+            for size in _shrinking_groups(pred_len):
+                ys, feed, *flat = checkpoint(decode, first, first + size, feed, *flat,
+                                             use_reentrant=False)
                 pieces.append(ys)
+                first += size
             return torch.cat(pieces, dim=1)
         return decode(0, pred_len, x[:, -1], *flat_state(state, lstm))[0]
