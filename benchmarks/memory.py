@@ -9,10 +9,12 @@ gradients, kernels, thread pools): after it, freed heap is handed back to the OS
 (``malloc_trim``) and the peak resident set reset (``/proc/self/clear_refs``); the figure
 is the step's peak resident set (``VmHWM``) minus the resident set before it — the
 activations and temporaries of one step, as the OS sees them, allocator overheads
-included. The time is that of the same step. On CPU a third step, under the profiler,
-gives the peak of the bytes held by tensors alone (``tensors``: no allocator overheads,
-what a GPU run reports); on CUDA devices ``torch.cuda.max_memory_allocated`` is the only
-figure. Needs Linux with glibc on CPU.
+included. On CPU a third step, under the profiler, gives the peak of the bytes held by
+tensors alone (``tensors``: no allocator overheads, what a GPU run reports); on CUDA
+devices ``torch.cuda.max_memory_allocated`` is the only figure. Needs Linux with glibc
+on CPU. Times come from one more process, which builds every configuration and times
+them in turn, round after round (best of ``--repeats``), so that the machine's drift
+hits all alike.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def _peak_rss() -> int:
     return _status_bytes("VmHWM")
 
 
-def one_step(batch, hidden, max_speed, frames, checkpoint_every, device):
+def _training_step(batch, hidden, max_speed, frames, checkpoint_every, device):
+    """A closure running one training step of a fresh model (same weights for every k)."""
     import torch
 
     from fernn.models import get_model
@@ -56,28 +59,46 @@ def one_step(batch, hidden, max_speed, frames, checkpoint_every, device):
     model = get_model("fernn_predictor", hidden_channels=hidden, max_speed=max_speed,
                       checkpoint_every=checkpoint_every).to(device)
     x = torch.rand(batch, 2 * frames, 1, 28, 28, device=device)
-    cuda = device.startswith("cuda")
 
     def step():
         model.zero_grad(set_to_none=True)
         pred = model(x[:, :frames], frames)
         (pred - x[:, frames:]).square().mean().backward()
-        if cuda:
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    return step
+
+
+def peak_memory(batch, hidden, max_speed, frames, checkpoint_every, device) -> dict:
+    """The peak memory of one warm training step (module docstring), in this process."""
+    import torch
+
+    step = _training_step(batch, hidden, max_speed, frames, checkpoint_every, device)
     step()  # warm-up: one-time allocations (kernels, thread pools, the gradients)
-    if cuda:
+    if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    else:
-        before = _reset_peak_rss()
-    start = time.perf_counter()
+        step()
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - before}
+    before = _reset_peak_rss()
     step()
-    seconds = time.perf_counter() - start
-    if cuda:
-        return {"seconds": seconds, "peak_bytes": torch.cuda.max_memory_allocated() - before}
-    return {"seconds": seconds, "peak_bytes": _peak_rss() - before,
-            "tensor_peak_bytes": _tensor_peak(step)}
+    return {"peak_bytes": _peak_rss() - before, "tensor_peak_bytes": _tensor_peak(step)}
+
+
+def step_times(batch, hidden, max_speed, frames, everys, device, repeats) -> list[float]:
+    """Best-of-``repeats`` step time of each ``checkpoint_every``, timed in turn in every
+    round (one process), so that the machine's drift hits all of them alike."""
+    steps = [_training_step(batch, hidden, max_speed, frames, k, device) for k in everys]
+    for step in steps:
+        step()
+    best = [float("inf")] * len(steps)
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            start = time.perf_counter()
+            step()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def _tensor_peak(step) -> int:
@@ -105,21 +126,29 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10, help="observed = predicted frames")
     parser.add_argument("--every", type=int, nargs="+", default=[0, 1, 2, 5])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps (best counts)")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child is not None:
-        print(json.dumps(one_step(args.batch, args.hidden, args.max_speed, args.frames,
-                                  args.child, args.device)))
+    shape = (args.batch, args.hidden, args.max_speed, args.frames)
+    if args.child == "times":
+        print(json.dumps(step_times(*shape, args.every, args.device, args.repeats)))
         return
-    rows = []
-    for every in args.every:
-        cmd = [sys.executable, __file__, "--child", str(every), "--batch", str(args.batch),
+    if args.child is not None:
+        print(json.dumps(peak_memory(*shape, int(args.child), args.device)))
+        return
+
+    def child(what: str):
+        cmd = [sys.executable, __file__, "--child", what, "--batch", str(args.batch),
                "--hidden", str(args.hidden), "--max-speed", str(args.max_speed),
-               "--frames", str(args.frames), "--device", args.device]
-        result = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True)
-                            .stdout.strip().splitlines()[-1])
-        rows.append(dict(checkpoint_every=every, **result))
+               "--frames", str(args.frames), "--device", args.device,
+               "--repeats", str(args.repeats), "--every", *map(str, args.every)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    rows = [dict(checkpoint_every=every, **child(str(every))) for every in args.every]
+    for row, seconds in zip(rows, child("times")):
+        row["seconds"] = seconds
     plain = rows[0]
     print(f"One training step of fernn_predictor: batch {args.batch}, hidden {args.hidden}, "
           f"V={(2 * args.max_speed + 1) ** 2}, {args.frames}+{args.frames} frames, 28×28, "
