@@ -17,7 +17,10 @@ same arithmetic with a hand-written backward pass through time instead:
   ``∂L/∂h_{t-1}(ν) = W̃ ⋆ S_{-ν} g_t(ν)``: one padded gather (:func:`roll2d`'s fast
   path) and one ``padding=0`` convolution — which runs faster than the convolution's own
   input-gradient kernel on CPU;
-- the gradient of the input term sums over V once per frame (a broadcast first layer).
+- the gradient of the input term sums over V once per frame (a broadcast first layer);
+- on CPU the batch runs in chunks of at most :data:`CPU_CHUNK_BYTES` of state, each chunk
+  through all its frames (batch items never interact), so that no temporary is large
+  enough for the C library to map fresh pages for it.
 
 It gives the same outputs as the step-by-step path and the same gradients up to float
 summation order (tested). ``FlowRNNCell.fused_sequence`` turns it on or off.

@@ -29,7 +29,7 @@ def unstack_layers(stacked: Tensor) -> list[Tensor]:
 
 
 def stack_layers(layers: list[Tensor]) -> Tensor:
-    """The inverse of :func:`_unstack`: a view for one layer, a stacked copy for more."""
+    """The inverse of :func:`unstack_layers`: a view for one layer, a stacked copy for more."""
     return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)
 
 

@@ -123,7 +123,7 @@ class NextStepPredictor(nn.Module):
     def _top(self, state) -> Tensor:
         """The top layer's hidden state ``(B, V, C_h, H, W)`` from a stacked state."""
         # Unstacked rather than indexed: for one layer a view, whose backward copies nothing
-        # (indexing's backward writes the gradient into a zero stack, then adds it).
+        # (indexing's backward writes the gradient into a new stack of zeros).
         return unstack_layers(state[0] if self.rnn.cell == "lstm" else state)[-1]
 
     def _pooled(self, h: Tensor) -> Tensor:
