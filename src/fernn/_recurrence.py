@@ -152,8 +152,9 @@ class VanillaRecurrence(torch.autograd.Function):
         like = frames[0]
         grad_u = like.new_empty(B, T, V if ctx.lifted else 1, C, H, W) if need_u else None
         grad_w = torch.zeros_like(weight) if need_w else None
-        grad_h0 = like.new_empty(B, V, C, H, W) if need_h0 else None
         chunks = batch_chunks(B, V * C * H * W * like.element_size(), like.device)
+        # In chunks, ∂L/∂h0 is put together chunk by chunk; whole, it is one chunk's result.
+        grad_h0 = like.new_empty(B, V, C, H, W) if need_h0 and len(chunks) > 1 else None
         padded = like.new_empty(chunks[0].stop, V, C, *size)  # chunk buffers reused by
         gz_buf = like.new_empty(chunks[0].stop, V, C, H, W)  # every frame
 
@@ -187,7 +188,10 @@ class VanillaRecurrence(torch.autograd.Function):
                 # ∂L/∂h_{t-1}(ν) = W̃ ⋆ S_{-ν} gz(ν): the forward's gather and convolution.
                 back = _correlate(gather_flat(gz, adjoint_index, size, True, out=pad), flipped)
                 if t == 0:
-                    grad_h0[rows] = back
+                    if grad_h0 is None:
+                        grad_h0 = back
+                    else:
+                        grad_h0[rows] = back
                     break
                 more = outside(rows, t - 1)
                 g = back if more is None else back.add_(more)
