@@ -25,7 +25,8 @@ import gc
 import json
 import subprocess
 import sys
-import time
+
+from _timing import interleaved
 
 
 def _status_bytes(field: str) -> int:
@@ -89,16 +90,9 @@ def peak_memory(batch, hidden, max_speed, frames, checkpoint_every, device) -> d
 def step_times(batch, hidden, max_speed, frames, everys, device, repeats) -> list[float]:
     """Best-of-``repeats`` step time of each ``checkpoint_every``, timed in turn in every
     round (one process), so that the machine's drift hits all of them alike."""
-    steps = [_training_step(batch, hidden, max_speed, frames, k, device) for k in everys]
-    for step in steps:
-        step()
-    best = [float("inf")] * len(steps)
-    for _ in range(repeats):
-        for i, step in enumerate(steps):
-            start = time.perf_counter()
-            step()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+    steps = {k: _training_step(batch, hidden, max_speed, frames, k, device) for k in everys}
+    times = interleaved(steps, repeats)
+    return [min(times[k]) for k in everys]
 
 
 def _tensor_peak(step) -> int:

@@ -24,13 +24,14 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 import fernn
 from fernn.models import get_model
+
+from _timing import interleaved
 
 SIZES = {
     "cpu": dict(batch=8, hidden=32, max_speed=2, size=28, frames=10, observed=10, predicted=10),
@@ -122,22 +123,6 @@ def counted_flops(step) -> float:
     with FlopCounterMode(display=False) as counter:
         step()
     return float(counter.get_total_flops())
-
-
-def interleaved(steps: dict, repeats: int, sync=lambda: None) -> dict:
-    """Times of each step in every round, the candidates timed in turn (A B C A B C ...) so
-    that a drift of the machine's speed affects them alike."""
-    for fn in steps.values():
-        fn()  # warm-up
-    sync()
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, fn in steps.items():
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def summarise(what: str, times: dict, flops: float) -> dict:
