@@ -14,7 +14,10 @@ tensors alone (``tensors``: no allocator overheads, what a GPU run reports); on 
 devices ``torch.cuda.max_memory_allocated`` is the only figure. Needs Linux with glibc
 on CPU. Times come from one more process, which builds every configuration and times
 them in turn, round after round (best of ``--repeats``), so that the machine's drift
-hits all alike.
+hits all alike. glibc's malloc is left as it comes (``--allocator system``, the default:
+what the ``fernn`` command line does for a run in memory mode); ``--allocator tuned`` runs
+``fernn.tune_cpu_allocator()`` in every process first, whose heap-held memory fragments
+(a higher resident peak for the same tensors: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -122,8 +125,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps (best counts)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--allocator", choices=("tuned", "system"), default="system",
+                        help="system: glibc's malloc as it comes (default); tuned: "
+                             "fernn.tune_cpu_allocator() in every process")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child is not None and args.allocator == "tuned":
+        import fernn
+
+        fernn.tune_cpu_allocator()
     shape = (args.batch, args.hidden, args.max_speed, args.frames)
     if args.child == "times":
         print(json.dumps(step_times(*shape, args.every, args.device, args.repeats)))
@@ -136,7 +146,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", what, "--batch", str(args.batch),
                "--hidden", str(args.hidden), "--max-speed", str(args.max_speed),
                "--frames", str(args.frames), "--device", args.device,
-               "--repeats", str(args.repeats), "--every", *map(str, args.every)]
+               "--repeats", str(args.repeats), "--allocator", args.allocator,
+               "--every", *map(str, args.every)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -146,7 +157,7 @@ def main() -> None:
     plain = rows[0]
     print(f"One training step of fernn_predictor: batch {args.batch}, hidden {args.hidden}, "
           f"V={(2 * args.max_speed + 1) ** 2}, {args.frames}+{args.frames} frames, 28×28, "
-          f"{args.device}")
+          f"{args.device}, {args.allocator} allocator")
     tensors = "tensor_peak_bytes" in plain
     print(f"{'checkpoint_every':>16s} {'peak (GiB)':>11s} {'vs plain':>9s}"
           + (f" {'tensors (GiB)':>14s} {'vs plain':>9s}" if tensors else "")

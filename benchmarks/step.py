@@ -9,6 +9,11 @@ against fernn's before timing.
     python benchmarks/step.py                       # CPU size: B=8, hidden 32, V=25, 28×28, 10 frames
     python benchmarks/step.py --size paper          # B=128, hidden 128, V=25, 10+10 frames
     python benchmarks/step.py --json out.json --no-rotation
+    python benchmarks/step.py --allocator system    # glibc's malloc as it comes
+
+By default the process runs with ``fernn.tune_cpu_allocator()`` (as the ``fernn`` command
+line does): freed tensor memory is reused rather than page-faulted in again. Baseline and
+fernn run in the same process, so both get the same allocator.
 
 FLOPs are counted by PyTorch's FlopCounterMode on one step (convolutions forward, input
 and weight gradients: ≈ 3× the forward's). Each round times a 2048² fp32 matmul and then
@@ -229,7 +234,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-rotation", action="store_true", help="skip the rotation row")
+    parser.add_argument("--allocator", choices=("tuned", "system"), default="tuned",
+                        help="tuned: fernn.tune_cpu_allocator() first (default); system: leave "
+                             "glibc's malloc alone")
     args = parser.parse_args()
+    if args.allocator == "tuned" and not fernn.tune_cpu_allocator():
+        print("note: not glibc, the allocator is left as it is")
     torch.manual_seed(0)
     cfg = SIZES[args.size]
     device = torch.device(args.device)
@@ -269,7 +279,7 @@ def main() -> None:
         rows.append(rotation_rows(args, device, sync))
     print(f"Training step (forward + backward), size '{args.size}': {cfg}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.machine()} {args.device}; best of {args.repeats} rounds; 'of peak': fernn's "
+          f"{platform.machine()} {args.device}, {args.allocator} allocator; best of {args.repeats} rounds; 'of peak': fernn's "
           f"rate over the {MATMUL_N}² fp32 matmul rate timed in the same round (median)")
     print(f"{'':34s} {'baseline (s)':>12s} {'plain (s)':>9s} {'padded (s)':>10s} "
           f"{'fernn (s)':>10s} {'speed-up':>9s} {'GFLOP/s':>8s} {'matmul':>7s} {'of peak':>8s}")
@@ -281,7 +291,7 @@ def main() -> None:
               f"{r['peak_fraction']:8.0%}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(size=args.size, config=cfg, rows=rows,
+            json.dump(dict(size=args.size, config=cfg, rows=rows, allocator=args.allocator,
                            torch=torch.__version__, threads=torch.get_num_threads()), fh, indent=2)
 
 

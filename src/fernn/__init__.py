@@ -10,6 +10,7 @@ Submodules: ``fernn.models`` (registry of predictors and classifiers), ``fernn.d
 (MNIST, Flowing MNIST), ``fernn.testing`` (equivariance checks).
 """
 
+from ._allocator import tune_cpu_allocator
 from ._cells import CELL_TYPES, NONLINEARITIES, FlowRNNCell, FlowTransport, LearnedTransport
 from ._flows import Flow, RotationFlow2D, TranslationFlow2D
 from ._group_conv import GroupConv2d, LiftingConv2d
@@ -36,4 +37,5 @@ __all__ = [
     "pool_velocities",
     "roll2d",
     "rotate",
+    "tune_cpu_allocator",
 ]
