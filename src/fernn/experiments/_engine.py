@@ -59,7 +59,9 @@ class _EpochEndCheckpoint(Callback):
         self.path = path
 
     def on_train_epoch_end(self, trainer, pl_module):
-        trainer.save_checkpoint(self.path)
+        # The full state (optimizer, loops, callbacks): what a resumed run needs. Said
+        # explicitly, or Lightning logs "weights_only was not set" at every epoch.
+        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class _FreshSequencesEachEpoch(Callback):
