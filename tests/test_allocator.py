@@ -1,7 +1,6 @@
 """fernn.tune_cpu_allocator: freed tensor memory is reused instead of page-faulted in again."""
 
 import os
-import platform
 import subprocess
 import sys
 
@@ -32,8 +31,7 @@ print(applied, before, faults())
 """
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                    reason="glibc only")
+@pytest.mark.skipif(_allocator._glibc() is None, reason="glibc only")
 def test_freed_tensor_memory_is_reused_without_page_faults():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
