@@ -90,8 +90,7 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
 
 # Fields that may change when a run is resumed (engine and evaluation, and a longer run).
 _RESUMABLE_CHANGES = {"epochs", "accelerator", "devices", "num_nodes", "strategy", "compile",
-                      "progress",
-                      "loggers", "log_every_n_steps", "eval_batch_size", "length_frames",
+                      "progress", "loggers", "log_every_n_steps", "eval_batch_size", "length_frames",
                       "length_sequences", "velocity_grid", "velocity_sequences", "name",
                       "test_speeds", "kth_root", "data_root"}
 
