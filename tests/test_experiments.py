@@ -61,7 +61,7 @@ def test_every_shipped_config_is_valid():
     paper = load_config("flowing_mnist_fernn_v2")
     assert (paper.batch_size, paper.lr, paper.grad_clip, paper.epochs) == (128, 1e-3, 1.0, 50)
     assert paper.model_options == {"hidden_channels": 128, "decoder_layers": 4, "max_speed": 2}
-    assert load_config("velgen_fernn_v1").data_max_speed == 1
+    assert load_config("velgen_fernn_v1").task_options.data_max_speed == 1
 
 
 def test_overrides_and_toml_round_trip(tmp_path):

@@ -38,40 +38,28 @@ def _train(args) -> int:
 def _eval(args) -> int:
     import torch
 
-    from .experiments import apply_overrides, evaluate_task, headline, load_model
-    from .experiments._data import load_task_data
+    from .experiments import apply_overrides, evaluate_task, load_model
 
     _tune_allocator(args)
     model, cfg = load_model(args.run)
     cfg = apply_overrides(cfg, args.overrides)
     device = torch.device(args.device)
+    task = cfg.task_spec
     metrics = {"task": cfg.task,
-               **evaluate_task(model.to(device), cfg, load_task_data(cfg), device)}
+               **evaluate_task(model.to(device), cfg, task.load_data(cfg), device)}
     text = json.dumps(metrics, indent=2)
     if args.out:
         Path(args.out).write_text(text)
         print(f"fernn eval: wrote {args.out}")
-    if cfg.task == "kth":
-        detail = ", ".join(f"range {r}: {a:.3f}" for r, a in
-                           zip(metrics["velocity"]["ranges"], metrics["velocity"]["accuracy"]))
-    else:
-        detail = (f"MSE at predicted step {len(metrics['length']['mean'])}: "
-                  f"{metrics['length']['mean'][-1]:.4e}")
-    print(f"fernn eval: {cfg.name}: {headline(metrics)}, {detail}")
+    detail = task.eval_summary(metrics)
+    print(f"fernn eval: {cfg.name}: {task.headline(metrics)}" + (f", {detail}" if detail else ""))
     return 0
 
 
 def _download(args) -> int:
-    if args.dataset == "kth":
-        from .data import download_kth
+    from .data import DATASETS
 
-        directory = download_kth(args.root)
-    else:
-        from .data import load_mnist, mnist_dir
-
-        for split in ("train", "test"):
-            load_mnist(args.root, split=split, download=True)
-        directory = mnist_dir(args.root)
+    directory = DATASETS[args.dataset](args.root)
     print(f"fernn download: {args.dataset} is in {directory}")
     return 0
 
@@ -149,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics JSON here")
     p.set_defaults(func=_eval)
 
+    from .data import DATASETS
+
     p = sub.add_parser("download", help="download a dataset (MNIST, or KTH: about 1 GB)")
-    p.add_argument("dataset", choices=("mnist", "kth"))
+    p.add_argument("dataset", choices=sorted(DATASETS))
     p.add_argument("--root", help="target directory (default: ~/.cache/fernn/<dataset>)")
     p.set_defaults(func=_download)
 

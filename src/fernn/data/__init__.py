@@ -23,11 +23,15 @@ from ._kth import (
     load_kth,
     parse_sequences_file,
 )
-from ._mnist import MNIST_FILES, MNIST_MD5, MNIST_MIRRORS, load_mnist, mnist_dir
+from ._mnist import MNIST_FILES, MNIST_MD5, MNIST_MIRRORS, download_mnist, load_mnist, mnist_dir
 from ._random import hashed_uniform
 from ._sources import DIGIT_SOURCES, DigitBank, load_digits
 
+# The datasets `fernn download NAME` fetches: name -> download(root) -> its directory.
+DATASETS = {"mnist": download_mnist, "kth": download_kth}
+
 __all__ = [
+    "DATASETS",
     "DIGIT_SOURCES",
     "DigitBank",
     "FlowingMNIST",
@@ -37,6 +41,7 @@ __all__ = [
     "KTH_MIRRORS",
     "KTH_SPLITS",
     "decode_video",
+    "download_mnist",
     "download_kth",
     "kth_dir",
     "load_kth",

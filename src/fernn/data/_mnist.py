@@ -161,3 +161,11 @@ def load_mnist(
     images = _read_idx(image_path, 3, count)
     labels = _read_idx(label_path, 1, count)
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def download_mnist(root: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Download (or verify) both MNIST splits into ``root`` (default: the cache); returns
+    the directory."""
+    for split in ("train", "test"):
+        load_mnist(root, split=split, download=True, progress=progress)
+    return mnist_dir(root)

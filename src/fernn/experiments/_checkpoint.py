@@ -20,7 +20,7 @@ from torch import nn
 from .._atomic import atomic_open
 from .._version import __version__
 from ..models import get_model
-from ._config import Config
+from ._config import Config, config_from_dict
 
 __all__ = ["atomic_torch_save", "save_model", "load_model"]
 
@@ -56,7 +56,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         if "fernn_config" not in ckpt:
             raise ValueError(f"{path} is not a fernn training checkpoint (no fernn_config)")
-        cfg = Config(**ckpt["fernn_config"])
+        cfg = config_from_dict(ckpt["fernn_config"], f"the config in {path}")
         state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
                  if k.startswith("model.")}
     elif path.suffix == ".safetensors":
@@ -66,7 +66,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} (the config of {path.name}) is missing")
         meta = json.loads(meta_path.read_text())
-        cfg = Config(**meta["config"])
+        cfg = config_from_dict(meta["config"], f"the config in {meta_path}")
         state = load_file(path, device=map_location)
     else:
         raise ValueError(

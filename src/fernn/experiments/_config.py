@@ -1,7 +1,12 @@
 """Experiment configuration: one dataclass, TOML files, ``key=value`` overrides.
 
-Every field is used by the engine; unknown keys are errors that list the valid ones.
-Model options live in ``[model_options]`` and are checked against the model registry.
+A config is the common part — name, task, model, optimisation, engine — plus the task's
+own settings in a ``[task_options]`` table (a dataclass owned by the task module, see
+:mod:`fernn.experiments.tasks`) and the model's in ``[model_options]`` (checked against
+the model registry). Every field is used; an unknown key is an error that lists the valid
+ones. Configs written by fernn 0.1.0 (one flat table) are converted on load, exactly: a
+0.1.0 key that the task does not use is dropped only if it holds 0.1.0's default, else
+the load fails and says what to remove.
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..data import DIGIT_SOURCES
-from ..models import model_options
+from ..models import model_class, model_options
+from .tasks import DEFAULT_TASK, TaskOptions, get_task, list_tasks
 
-__all__ = ["TASKS", "COMPILE_MODES", "Config", "load_config", "apply_overrides", "shipped_configs", "config_to_toml"]
+__all__ = ["COMPILE_MODES", "Config", "load_config", "apply_overrides", "shipped_configs",
+           "config_to_toml", "config_from_dict"]
 
-
-TASKS = ("next_step", "kth")
 # Config.compile: "off", or the torch.compile mode of the training step's forward pass
 # ("reduce-overhead" adds CUDA graphs on a GPU).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -28,44 +32,23 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 @dataclass
 class Config:
-    """An experiment of FERNN.md §5: ``task="next_step"`` (Flowing / Rotating MNIST
-    next-step prediction) or ``task="kth"`` (KTH action recognition under camera motion)."""
+    """An experiment: the common settings, the task's ``task_options`` (its
+    :class:`~fernn.experiments.tasks.TaskOptions`; a dict is converted, ``None`` gives the
+    task's defaults) and the model's ``model_options``."""
 
     name: str = "run"
-    task: str = "next_step"  # "next_step" | "kth"
+    task: str = DEFAULT_TASK  # a registered task: see fernn.experiments.tasks.list_tasks()
+    task_options: Any = None
     # -- model --------------------------------------------------------------------------
     model: str = "fernn_predictor"
     model_options: dict = field(default_factory=dict)
-    # -- data ---------------------------------------------------------------------------
-    digits: str = "mnist"  # "mnist" | "mnist-test-split" | "font"
-    digits_fallback: str | None = None  # "font": use offline digits (announced) if MNIST is missing
-    data_root: str | None = None  # MNIST directory (default: $FERNN_DATA or the cache)
-    flow: str = "translation"  # "translation" (Flowing MNIST) | "rotation" (Rotating MNIST)
-    data_max_speed: int = 2  # translation: training velocities {-r..r}^2 per digit
-    order: int = 36  # rotation: N of C_N for the data's angular velocities
-    data_angular_velocities: list = field(default_factory=lambda: list(range(-40, 41, 10)))
-    test_angular_velocities: list = field(default_factory=lambda: list(range(-50, 51, 10)))
-    # -- KTH (task="kth"; size, data_max_speed and steps_per_epoch apply too) -------------
-    kth_root: str | None = None  # the dataset directory (default: $FERNN_DATA/kth or the cache)
-    clip_frames: int = 16  # frames per clip
-    frame_step: int = 2  # take every frame_step-th frame
-    flip: bool = True  # random horizontal flips in training
-    test_speeds: list = field(default_factory=lambda: [0, 1, 2])  # camera speed ranges tested
-    # -- Flowing MNIST ------------------------------------------------------------------
-    num_digits: int = 2
-    size: int = 28
-    input_frames: int = 10
-    predict_frames: int = 10
-    steps_per_epoch: int | None = None  # default: one pass over the train digits
-    val_sequences: int = 1000
-    test_sequences: int = 1000
     # -- optimisation -------------------------------------------------------------------
     epochs: int = 50
+    steps_per_epoch: int | None = None  # default: the task's one pass over its training data
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
-    teacher_forcing: float = 0.0
     seed: int = 0
     # -- engine -------------------------------------------------------------------------
     accelerator: str = "auto"  # "cpu" | "gpu" | "auto"
@@ -77,65 +60,30 @@ class Config:
     loggers: list = field(default_factory=lambda: ["csv", "tensorboard"])  # + "wandb"
     log_every_n_steps: int = 10
     progress: bool = True
-    # -- evaluation ---------------------------------------------------------------------
     eval_batch_size: int = 100
-    length_frames: int = 70  # predicted frames in the length-generalisation test
-    length_sequences: int = 200
-    velocity_grid: int = 2  # translation: test grid {-r..r}^2 (one fixed velocity per cell)
-    velocity_sequences: int = 100
 
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.digits not in DIGIT_SOURCES:
-            raise ValueError(f"digits must be one of {DIGIT_SOURCES}, got {self.digits!r}")
-        if self.flow not in ("translation", "rotation"):
-            raise ValueError(f"flow must be 'translation' or 'rotation', got {self.flow!r}")
-        if self.flow == "rotation":
-            from .._flows import RotationFlow2D
+    @property
+    def task_spec(self):
+        """The registered :class:`~fernn.experiments.tasks.Task` of this config."""
+        return get_task(self.task)
 
-            RotationFlow2D(self.data_angular_velocities, order=self.order)  # validates
-            RotationFlow2D(self.test_angular_velocities, order=self.order)
-        if self.digits_fallback not in (None, "font"):
-            raise ValueError(f"digits_fallback must be None or 'font', got {self.digits_fallback!r}")
-        valid = model_options(self.model)  # raises for an unknown model
-        unknown = sorted(set(self.model_options) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"unknown model_options {unknown} for model {self.model!r}; "
-                f"valid: {', '.join(sorted(valid))}"
-            )
-        classifier = "num_classes" in valid
-        if classifier != (self.task == "kth"):
-            kind = "a classifier (e.g. fernn_classifier)" if self.task == "kth" else \
-                "a next-step predictor (e.g. fernn_predictor)"
-            raise ValueError(f"task {self.task!r} needs {kind}; model {self.model!r} is not one")
-        if self.task == "kth":
-            if self.flow != "translation":
-                raise ValueError("KTH's camera motion is a translation flow: flow='translation'")
-            if self.model_options.get("num_classes", 6) != 6:
-                raise ValueError("KTH has 6 classes: model_options.num_classes=6")
-            if any(not isinstance(r, int) or r < 0 for r in self.test_speeds) or not self.test_speeds:
-                raise ValueError(f"test_speeds must be non-negative integers, got {self.test_speeds}")
-            if self.clip_frames < 1 or self.frame_step < 1:
-                raise ValueError("clip_frames and frame_step must be at least 1")
-        if "in_channels" in self.model_options and self.model_options["in_channels"] != 1:
-            raise ValueError("the frames have one channel: model_options.in_channels=1")
-        for name in ("num_digits", "size", "input_frames", "predict_frames", "epochs",
-                     "batch_size", "val_sequences", "test_sequences", "eval_batch_size",
-                     "length_frames", "length_sequences", "velocity_sequences", "num_nodes",
-                     "log_every_n_steps"):
+    def validate(self) -> None:
+        task = _check_model(self.task, self.model, self.model_options)
+        if self.task_options is None:
+            self.task_options = task.Options()
+        elif isinstance(self.task_options, dict):
+            self.task_options = task.Options.from_dict(self.task_options, "task_options")
+        elif not isinstance(self.task_options, task.Options):
+            raise ValueError(f"task_options of task {self.task!r} must be a "
+                             f"{task.Options.__name__} or a dict, got {self.task_options!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "num_nodes", "log_every_n_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}")
-        if self.data_max_speed < 0 or self.velocity_grid < 0:
-            raise ValueError("data_max_speed and velocity_grid must be non-negative")
-        if not 0.0 <= self.teacher_forcing <= 1.0:
-            raise ValueError(f"teacher_forcing must lie in [0, 1], got {self.teacher_forcing}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.compile not in COMPILE_MODES:
@@ -143,26 +91,94 @@ class Config:
         for logger in self.loggers:
             if logger not in ("csv", "tensorboard", "wandb"):
                 raise ValueError(f"loggers may be 'csv', 'tensorboard', 'wandb'; got {logger!r}")
+        task.validate(self)
 
     def to_dict(self) -> dict:
+        """Plain data (``task_options`` as a dict): JSON- and TOML-ready."""
         return dataclasses.asdict(self)
 
 
+def _check_model(task_name: str, model: str, options: dict):
+    """The task (an unknown one raises), once ``model`` is known to fit it and its
+    ``options`` to be the model's."""
+    task = get_task(task_name)
+    valid = model_options(model)  # raises for an unknown model
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown model_options {unknown} for model {model!r}; "
+                         f"valid: {', '.join(sorted(valid))}")
+    cls = model_class(model)
+    if cls is None or not issubclass(cls, task.model_types):
+        raise ValueError(f"task {task_name!r} needs {task.model_hint}; model {model!r} is not one")
+    return task
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_TABLES = ("task_options", "model_options")
+_NULLABLE = {"steps_per_epoch", "grad_clip"}
 
 
-def _valid_keys() -> str:
-    return ", ".join(sorted(_FIELDS))
+def _valid_keys(options: type[TaskOptions]) -> str:
+    return ", ".join(sorted(set(_FIELDS) - set(_TABLES) | set(options.keys())))
 
 
-_NULLABLE = {"digits_fallback", "data_root", "kth_root", "steps_per_epoch", "grad_clip"}
+def _convert_flat(data: dict, source: str) -> dict:
+    """A fernn 0.1.0 config (task settings at the top level, no ``[task_options]``) in
+    today's layout, with the same meaning."""
+    task = get_task(data.get("task", DEFAULT_TASK))
+    own = task.Options.keys()
+    legacy = {name: get_task(name).Options.legacy_defaults() for name in list_tasks()}
+    options = {k: v for k, v in task.Options.legacy_defaults().items()}
+    common = {}
+    for key, value in data.items():
+        if key in _FIELDS:
+            common[key] = value
+        elif key in own:
+            options[key] = value
+        else:
+            others = [name for name, defaults in legacy.items() if key in defaults]
+            if not others:
+                raise ValueError(f"unknown config key(s) [{key!r}] in {source}; valid keys: "
+                                 f"{_valid_keys(task.Options)}")
+            if all(_same(value, legacy[name][key]) for name in others):
+                continue  # 0.1.0 wrote every field; this one has no meaning for the task
+            raise ValueError(
+                f"{source} is a fernn 0.1.0 config whose key {key!r} = {value!r} belongs to "
+                f"task {others[0]!r}, not to its task {task.name!r}, and would be ignored; "
+                f"remove it (task {task.name!r} takes: {', '.join(sorted(own))})")
+    common["task_options"] = options
+    return common
 
 
-def _from_dict(data: dict, source: str) -> Config:
+def _same(a, b) -> bool:
+    return a == b or (a == "none" and b is None)
+
+
+def config_from_dict(data: dict, source: str = "config") -> Config:
+    """A :class:`Config` from plain data: today's layout (``task_options`` a table), or a
+    flat fernn 0.1.0 config, converted."""
+    data = dict(data)
+    if "task_options" not in data and any(k not in _FIELDS for k in data):
+        data = _convert_flat(data, source)
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in {source}; valid keys: {_valid_keys()}")
+        task = get_task(data.get("task", DEFAULT_TASK))
+        stray = [k for k in unknown if k in task.Options.keys()]
+        if stray:
+            raise ValueError(f"{stray} in {source} are options of task {task.name!r}: put them "
+                             "in the [task_options] table")
+        raise ValueError(f"unknown config key(s) {unknown} in {source}; valid keys: "
+                         f"{_valid_keys(task.Options)}")
     data = {k: None if k in _NULLABLE and v == "none" else v for k, v in data.items()}
+    for table in _TABLES:
+        if table in data and not isinstance(data[table], (dict, TaskOptions)):
+            raise ValueError(f"{table} in {source} must be a table, got {data[table]!r}")
+    if isinstance(data.get("task_options"), dict):
+        # The model must fit the task before the task's options are read: the clearer error.
+        task = _check_model(data.get("task", DEFAULT_TASK), data.get("model", _FIELDS["model"].default),
+                            data.get("model_options", {}))
+        data["task_options"] = task.Options.from_dict(data["task_options"],
+                                                      f"[task_options] of {source}")
     return Config(**data)
 
 
@@ -177,8 +193,10 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``key=value`` overrides (``model_options.hidden_channels=16`` for model options;
-    ``model_options.KEY=none`` removes an option, e.g. when switching models)."""
+    """Apply ``key=value`` overrides. Common keys by name; the task's options as
+    ``task_options.KEY=value`` or by their bare name (``length_frames=70``); model
+    options as ``model_options.KEY=value`` (``model_options.KEY=none`` removes one, e.g.
+    when switching models)."""
     data = cfg.to_dict()
     for item in overrides:
         if "=" not in item:
@@ -186,19 +204,25 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         key, text = item.split("=", 1)
         value = _parse_value(text.strip())
         key = key.strip()
-        if key.startswith("model_options."):
-            options = dict(data["model_options"])
-            option = key.split(".", 1)[1]
-            if value is None:  # model_options.KEY=none unsets the option
+        task = get_task(data["task"])
+        table, _, option = key.partition(".")
+        if table in _TABLES and option:
+            options = dict(data[table])
+            if value is None and table == "model_options":  # unsets the option
                 options.pop(option, None)
             else:
                 options[option] = value
-            data["model_options"] = options
+            data[table] = options
+        elif key in _TABLES:
+            raise ValueError(f"override {item!r}: set one option, as {key}.KEY=value")
         elif key in _FIELDS:
             data[key] = value
+        elif key in task.Options.keys():
+            data["task_options"] = {**data["task_options"], key: value}
         else:
-            raise ValueError(f"unknown config key {key!r} in override; valid keys: {_valid_keys()}")
-    return _from_dict(data, "overrides")
+            raise ValueError(f"unknown config key {key!r} in override; valid keys: "
+                             f"{_valid_keys(task.Options)}")
+    return config_from_dict(data, "overrides")
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -221,10 +245,13 @@ def load_config(path_or_name: str | Path, overrides: list[str] | None = None) ->
             raise FileNotFoundError(
                 f"no config file {path_or_name!r}; shipped configs: {', '.join(sorted(shipped))}"
             )
-    with open(path, "rb") as fh:
-        data = tomllib.load(fh)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
     data.setdefault("name", path.stem)
-    cfg = _from_dict(data, str(path))
+    cfg = config_from_dict(data, str(path))
     return apply_overrides(cfg, overrides or [])
 
 
@@ -240,16 +267,23 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
+def _toml_lines(data: dict, defaults: dict) -> list[str]:
+    """TOML has no null: ``None`` is written as ``"none"`` where the default is not
+    ``None``, and left out where it is."""
+    return [f"{k} = {_toml_value(v if v is not None else 'none')}"
+            for k, v in data.items() if v is not None or defaults.get(k) is not None]
+
+
 def config_to_toml(cfg: Config) -> str:
-    """The resolved config as TOML. TOML has no null: ``None`` is written as ``"none"``
-    where the default is not ``None``, and left out where it is."""
+    """The resolved config as TOML: the common keys, then ``[task_options]`` and
+    ``[model_options]``."""
     data = cfg.to_dict()
     options = data.pop("model_options")
-    lines = [
-        f"{k} = {_toml_value(v if v is not None else 'none')}"
-        for k, v in data.items()
-        if v is not None or _FIELDS[k].default is not None
-    ]
+    task_options = data.pop("task_options")
+    common_defaults = {k: f.default for k, f in _FIELDS.items()}
+    task_defaults = {f.name: f.default for f in dataclasses.fields(cfg.task_options)}
+    lines = _toml_lines(data, common_defaults)
+    lines += ["", "[task_options]"] + _toml_lines(task_options, task_defaults)
     lines += ["", "[model_options]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in options.items() if v is not None]
     return "\n".join(lines) + "\n"

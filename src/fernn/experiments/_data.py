@@ -1,21 +1,14 @@
-"""The data of an experiment: batched datasets, Lightning data modules, Flowing MNIST digit
-banks and KTH clips."""
+"""The data of an experiment, common to the tasks: batched generated datasets and the
+Lightning data module that hands them out per rank. Each task's own data (digit banks,
+KTH clips, ...) lives in its module under :mod:`fernn.experiments.tasks`."""
 
 from __future__ import annotations
-
-import warnings
-from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .._flows import RotationFlow2D, TranslationFlow2D
-from ..data import DigitBank, FlowingMNIST, KTHClips, KTHSequences, load_digits, load_kth
-from ._config import Config
-
-__all__ = ["SequenceBatches", "BatchData", "FlowingMNISTData", "KTHData", "Banks", "load_banks",
-           "flowing", "kth_clips", "load_task_data", "describe_data", "VAL_SEED_OFFSET"]
+__all__ = ["SequenceBatches", "BatchData", "load_task_data", "describe_data", "VAL_SEED_OFFSET"]
 
 VAL_SEED_OFFSET = 4_000_003
 
@@ -62,10 +55,11 @@ class SequenceBatches(Dataset):
 
 
 class BatchData(L.LightningDataModule):
-    """Train/val :class:`SequenceBatches` of a task (``setup`` fills ``train_set``,
-    ``val_set`` and ``steps_per_epoch``); ``batch_size`` is per device."""
+    """Train/val :class:`SequenceBatches` of a task: a task's subclass implements
+    ``setup`` to fill ``train_set``, ``val_set`` and ``steps_per_epoch``; ``batch_size``
+    is per device. ``data``: what the task's ``load_data`` returned."""
 
-    def __init__(self, cfg: Config, data):
+    def __init__(self, cfg, data):
         super().__init__()
         self.cfg = cfg
         self.data = data
@@ -92,118 +86,10 @@ class BatchData(L.LightningDataModule):
         return self._loader(self.val_set)
 
 
-class FlowingMNISTData(BatchData):
-    """Train/val batches of Flowing (or Rotating) MNIST from :class:`Banks`."""
-
-    def setup(self, stage=None):
-        cfg, B, world, banks = self.cfg, self.cfg.batch_size, self.world_size, self.data
-        steps = cfg.steps_per_epoch or max(1, len(banks.train) // (B * world))
-        seq_len = cfg.input_frames + cfg.predict_frames
-        self.steps_per_epoch = steps
-        self.train_set = SequenceBatches(
-            flowing(cfg, banks.train, seed=cfg.seed, seq_len=seq_len,
-                    num_sequences=steps * world * B),
-            B, steps * world,
-        )
-        n_val = -(-cfg.val_sequences // B)
-        self.val_set = SequenceBatches(
-            flowing(cfg, banks.val, seed=cfg.seed + VAL_SEED_OFFSET, seq_len=seq_len,
-                    num_sequences=n_val * B),
-            B, n_val,
-        )
+def load_task_data(cfg, progress: bool = True):
+    """The data of ``cfg``'s task (whatever its :meth:`~fernn.experiments.tasks.Task.load_data` returns)."""
+    return cfg.task_spec.load_data(cfg, progress=progress)
 
 
-def kth_clips(cfg: Config, sequences: KTHSequences, *, train: bool, seed: int,
-              max_speed: int | None = None) -> KTHClips:
-    """KTH clips of ``cfg``'s geometry; camera speeds from the config's training range by
-    default."""
-    return KTHClips(sequences, clip_frames=cfg.clip_frames, frame_step=cfg.frame_step,
-                    max_speed=cfg.data_max_speed if max_speed is None else max_speed,
-                    train=train, flip=cfg.flip, seed=seed)
-
-
-class KTHData(BatchData):
-    """Train/val batches of KTH clips (``data``: the loaded :class:`KTHSequences`)."""
-
-    def setup(self, stage=None):
-        cfg, B, world = self.cfg, self.cfg.batch_size, self.world_size
-        train = kth_clips(cfg, self.data.split("train"), train=True, seed=cfg.seed)
-        steps = cfg.steps_per_epoch or max(1, len(train) // (B * world))
-        self.steps_per_epoch = steps
-        if steps * world * B > len(train):  # more steps than one pass: items recur
-            raise ValueError(f"steps_per_epoch={steps} needs {steps * world * B} training clips "
-                             f"per epoch; the KTH train split holds {len(train)} sequences")
-        self.train_set = SequenceBatches(train, B, steps * world, keys=("frames", "labels"),
-                                         shuffle=True, seed=cfg.seed)
-        val = kth_clips(cfg, self.data.split("val"), train=False,
-                        seed=cfg.seed + VAL_SEED_OFFSET)
-        self.val_set = SequenceBatches(val, B, -(-len(val) // B), num_items=len(val),
-                                       keys=("frames", "labels"))
-
-
-@dataclass(frozen=True)
-class Banks:
-    train: DigitBank
-    val: DigitBank
-    test: DigitBank
-
-    @property
-    def source(self) -> str:
-        return self.train.source
-
-
-def load_banks(cfg: Config) -> Banks:
-    """The train/val/test digit banks of ``cfg.digits`` (with the configured fallback)."""
-    with warnings.catch_warnings():
-        # One announcement for the three parts, made by the first.
-        banks = {}
-        for index, part in enumerate(("train", "val", "test")):
-            if index:
-                warnings.simplefilter("ignore")
-            banks[part] = load_digits(
-                cfg.digits, part, root=cfg.data_root, fallback=cfg.digits_fallback
-            )
-    return Banks(**banks)
-
-
-def flowing(
-    cfg: Config,
-    bank: DigitBank,
-    *,
-    seed: int,
-    seq_len: int,
-    num_sequences: int,
-    velocities=None,
-    max_speed: int | None = None,
-) -> FlowingMNIST:
-    """A Flowing (or Rotating) MNIST set of ``cfg``'s geometry; velocities from the config's
-    training set by default."""
-    if cfg.flow == "rotation":
-        flow = RotationFlow2D(cfg.data_angular_velocities, order=cfg.order)
-    else:
-        flow = TranslationFlow2D(max_speed=cfg.data_max_speed if max_speed is None else max_speed)
-    return FlowingMNIST(
-        bank,
-        flow,
-        num_digits=cfg.num_digits,
-        seq_len=seq_len,
-        size=cfg.size,
-        seed=seed,
-        velocities=velocities,
-        num_sequences=num_sequences,
-    )
-
-
-def load_task_data(cfg: Config, progress: bool = True):
-    """The data of ``cfg.task``: digit :class:`Banks`, or the :class:`KTHSequences`."""
-    if cfg.task == "kth":
-        return load_kth(cfg.kth_root, size=cfg.size, progress=progress)
-    return load_banks(cfg)
-
-
-def describe_data(cfg: Config, data) -> str:
-    if cfg.task == "kth":
-        return (f"KTH {cfg.size}×{cfg.size}, {len(data)} sequences "
-                f"({len(data.split('train'))} train / {len(data.split('val'))} val / "
-                f"{len(data.split('test'))} test)")
-    return f"digits '{data.source}'"
+def describe_data(cfg, data) -> str:
+    return cfg.task_spec.describe_data(cfg, data)

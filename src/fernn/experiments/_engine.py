@@ -30,10 +30,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .._atomic import atomic_open
 from .._version import __version__
 from ._checkpoint import atomic_torch_save, save_model
-from ._config import Config, config_to_toml
-from ._data import FlowingMNISTData, KTHData, describe_data, load_task_data
-from ._evaluate import evaluate_task
-from ._modules import NonFiniteLossError, task_module
+from ._config import Config, config_from_dict, config_to_toml
+from ._modules import NonFiniteLossError
 
 __all__ = ["train", "NonFiniteLossError"]
 
@@ -88,17 +86,31 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
     return loggers
 
 
-# Fields that may change when a run is resumed (engine and evaluation, and a longer run).
+# Common fields that may change when a run is resumed (engine and evaluation, and a longer
+# run); each task names its own (Task.resumable).
 _RESUMABLE_CHANGES = {"epochs", "accelerator", "devices", "num_nodes", "strategy", "compile",
-                      "progress", "loggers", "log_every_n_steps", "eval_batch_size", "length_frames",
-                      "length_sequences", "velocity_grid", "velocity_sequences", "name",
-                      "test_speeds", "kth_root", "data_root"}
+                      "progress", "loggers", "log_every_n_steps", "eval_batch_size", "name"}
+
+
+def _settings(cfg: Config) -> dict:
+    """The config as flat ``key`` / ``task_options.key`` settings, without those that may
+    change on resume."""
+    data = cfg.to_dict()
+    options = data.pop("task_options")
+    flat = {k: v for k, v in data.items() if k not in _RESUMABLE_CHANGES}
+    flat.update({f"task_options.{k}": v for k, v in options.items()
+                 if k not in cfg.task_spec.resumable})
+    return flat
 
 
 def _check_resume(cfg: Config, saved: dict) -> None:
-    current = cfg.to_dict()
-    changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES
-                     and current.get(k) != saved.get(k))
+    try:
+        saved_cfg = config_from_dict(saved, "the checkpoint's config")
+    except ValueError as exc:
+        raise ValueError(f"the run directory's checkpoint holds a config this fernn cannot read "
+                         f"({exc}); train into a new --out directory") from None
+    current, before = _settings(cfg), _settings(saved_cfg)
+    changed = sorted(k for k in set(current) | set(before) if current.get(k) != before.get(k))
     if changed:
         raise ValueError(
             f"the run directory holds a run with a different config ({', '.join(changed)} "
@@ -140,9 +152,10 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         saved = torch.load(last, map_location="cpu", weights_only=True)
         _check_resume(cfg, saved.get("fernn_config", {}))
         resume_from = str(last)
-    task_data = load_task_data(cfg, progress=cfg.progress)
-    data = (KTHData if cfg.task == "kth" else FlowingMNISTData)(cfg, task_data)
-    module = task_module(cfg)
+    task = cfg.task_spec
+    task_data = task.load_data(cfg, progress=cfg.progress)
+    data = task.data_module(cfg, task_data)
+    module = task.lightning_module(cfg)
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.epochs,
@@ -164,7 +177,8 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
     )
     if trainer.is_global_zero:
         (run_dir / "config.toml").write_text(config_to_toml(cfg))
-        print(f"fernn: {cfg.name}: model {cfg.model}, {describe_data(cfg, task_data)}, "
+        print(f"fernn: {cfg.name}: task {cfg.task}, model {cfg.model}, "
+              f"{task.describe_data(cfg, task_data)}, "
               f"{sum(p.numel() for p in module.model.parameters())} parameters, "
               f"run directory {run_dir}" + (f", resuming from {last}" if resume_from else ""),
               flush=True)
@@ -187,7 +201,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         "model_options": cfg.model_options,
         "parameters": sum(p.numel() for p in module.model.parameters()),
         "task": cfg.task,
-        "data": describe_data(cfg, task_data),
+        "data": task.describe_data(cfg, task_data),
         "fernn_version": __version__,
         "hardware": hardware(),
         "world_size": trainer.world_size,
@@ -198,13 +212,12 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         "train_seconds": train_seconds,
         "weight_digests": digests,
     }
-    if cfg.task == "next_step":
-        metrics["digits"] = task_data.source
-    for key in ("val_mse", "val_accuracy"):
-        if key in trainer.callback_metrics:
-            metrics[key] = float(trainer.callback_metrics[key])
+    metrics.update(task.run_metrics(cfg, task_data))
+    for key, value in trainer.callback_metrics.items():  # the last validation figures
+        if key.startswith("val_"):
+            metrics[key] = float(value)
     save_model(module.model, cfg, run_dir)
-    metrics.update(evaluate_task(module.model, cfg, task_data, device, progress=cfg.progress))
+    metrics.update(task.evaluate(module.model, cfg, task_data, device, progress=cfg.progress))
     _write_json(metrics, run_dir / "metrics.json")
     write_run_report(run_dir, metrics, cfg, task_data, module.model, device)
     return metrics

@@ -6,7 +6,7 @@
 
 from ._classifier import CNN3DClassifier, SequenceClassifier
 from ._predictor import NextStepPredictor, conv_decoder
-from ._registry import get_model, list_models, model_options, register_model
+from ._registry import get_model, list_models, model_class, model_options, register_model
 
 __all__ = [
     "CNN3DClassifier",
@@ -15,6 +15,7 @@ __all__ = [
     "conv_decoder",
     "get_model",
     "list_models",
+    "model_class",
     "model_options",
     "register_model",
 ]

@@ -18,7 +18,7 @@ from .._flows import Flow, RotationFlow2D, TranslationFlow2D
 from ._classifier import CNN3DClassifier, SequenceClassifier
 from ._predictor import NextStepPredictor
 
-__all__ = ["register_model", "get_model", "list_models", "model_options"]
+__all__ = ["register_model", "get_model", "list_models", "model_options", "model_class"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -55,6 +55,12 @@ def model_options(name: str) -> dict:
         for p in sig.parameters.values()
         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     }
+
+
+def model_class(name: str) -> type | None:
+    """The class a registered model builds (``None`` if its builder does not say: a
+    builder may set ``builder.model_class``; the built-in presets do)."""
+    return getattr(_builder(name), "model_class", None)
 
 
 def get_model(name: str, **cfg) -> nn.Module:
@@ -124,6 +130,7 @@ def _preset(name: str, cls: type, *, fixed: dict, default_speed: int | None, doc
     build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     build.__name__ = name
     build.__doc__ = doc
+    build.model_class = cls  # type: ignore[attr-defined]
     register_model(name)(build)
 
 
