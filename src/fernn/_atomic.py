@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_open"]
+__all__ = ["atomic_open", "remove_stale_temporaries"]
 
 
 @contextmanager
@@ -31,3 +31,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb"):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (``.NAME.*.part``) that interrupted :func:`atomic_open`
+    writes left anywhere under ``directory``; returns them. Only for a directory this
+    process owns (a run directory under its lock): a live writer's file would go too."""
+    removed = []
+    for path in Path(directory).rglob(".*.part"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

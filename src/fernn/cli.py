@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,21 @@ def _train(args) -> int:
     return 0
 
 
+def _device(name: str):
+    """``--device``: a torch device that exists here."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device; give cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
 def _eval(args) -> int:
     import torch
 
@@ -43,7 +59,7 @@ def _eval(args) -> int:
     _tune_allocator(args)
     model, cfg = load_model(args.run)
     cfg = apply_overrides(cfg, args.overrides)
-    device = torch.device(args.device)
+    device = _device(args.device)
     task = cfg.task_spec
     metrics = {"task": cfg.task,
                **evaluate_task(model.to(device), cfg, task.load_data(cfg), device)}
@@ -164,13 +180,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A user's mistake (a bad value, a missing or unreadable file, a busy run directory, a
+# machine without the asked-for device) is one line and exit status 2; anything else is a
+# bug in fernn, shown with its traceback and a request to report it (exit status 1).
+# (A TypeError is a bug: bad types in a config are reported as ValueErrors before they
+# reach any code.)
+_USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError)
+
+
+def _user_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        target = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{exc.strerror}: {target}"
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if len(text) > 2000 else text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 fine, 2 a user's mistake, 3 a
+    training run stopped on a non-finite loss, 1 a bug in fernn, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"fernn {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # `fernn models | head -1`: the reader has gone; not an error
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        print(f"fernn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as exc:
+        if _is_bug(exc):
+            return _report_bug(args.command)
+        print(f"fernn {args.command}: error: {_user_message(exc)}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - a bug: say so, with the traceback
+        return _report_bug(args.command)
+
+
+def _is_bug(exc: BaseException) -> bool:
+    """RuntimeErrors of Python's own machinery are bugs, not a user's input."""
+    return isinstance(exc, (NotImplementedError, RecursionError))
+
+
+def _report_bug(command: str) -> int:
+    import traceback
+
+    traceback.print_exc()
+    print(f"fernn {command}: internal error: this is a bug in fernn, not in your input. "
+          "Please report it with the command line and the traceback above.", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

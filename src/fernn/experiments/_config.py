@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import model_class, model_options
+from ._fields import check_field_types
 from .tasks import DEFAULT_TASK, TaskOptions, get_task, list_tasks
 
 __all__ = ["COMPILE_MODES", "Config", "load_config", "apply_overrides", "shipped_configs",
@@ -71,6 +72,7 @@ class Config:
         return get_task(self.task)
 
     def validate(self) -> None:
+        check_field_types(self)
         task = _check_model(self.task, self.model, self.model_options)
         if self.task_options is None:
             self.task_options = task.Options()

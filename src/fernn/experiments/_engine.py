@@ -24,14 +24,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .._atomic import atomic_open
+from .._atomic import atomic_open, remove_stale_temporaries
 from .._version import __version__
-from ._checkpoint import atomic_torch_save, save_model
+from ._checkpoint import atomic_torch_save, read_checkpoint, save_model
 from ._config import Config, config_from_dict, config_to_toml
 from ._modules import NonFiniteLossError
+from ._rundir import ResumableCSVLogger, RunLock, TrainClock, is_main_process
 
 __all__ = ["train", "NonFiniteLossError"]
 
@@ -67,13 +69,14 @@ class _FreshSequencesEachEpoch(Callback):
         trainer.datamodule.train_set.set_epoch(trainer.current_epoch)
 
 
-def _loggers(cfg: Config, run_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+def _loggers(cfg: Config, run_dir: Path, keep_before: int | None) -> list:
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     loggers = []
     for name in cfg.loggers:
-        if name == "csv":
-            loggers.append(CSVLogger(run_dir, name="logs", version="csv"))
+        if name == "csv":  # a resumed run keeps its earlier rows
+            loggers.append(ResumableCSVLogger(run_dir, name="logs", version="csv",
+                                              keep_before=keep_before))
         elif name == "tensorboard":
             loggers.append(TensorBoardLogger(run_dir, name="logs", version="tensorboard"))
         elif name == "wandb":
@@ -144,37 +147,71 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
     from ._report import write_run_report
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    resume_from = None
-    if resume and last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        _check_resume(cfg, saved.get("fernn_config", {}))
-        resume_from = str(last)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"the run directory {run_dir} is a file; give --out a directory")
+    _check_devices(cfg)
     task = cfg.task_spec
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model's init
+    # Everything that can fail on the user's input fails before the run directory is made.
     task_data = task.load_data(cfg, progress=cfg.progress)
     data = task.data_module(cfg, task_data)
     module = task.lightning_module(cfg)
-    trainer = L.Trainer(
-        default_root_dir=run_dir,
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
-        gradient_clip_val=cfg.grad_clip,
-        logger=_loggers(cfg, run_dir) or False,
-        callbacks=[_FreshSequencesEachEpoch(), _EpochEndCheckpoint(last)],
-        enable_checkpointing=False,  # _EpochEndCheckpoint writes last.ckpt
-        plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # BatchData places the items per rank
-        log_every_n_steps=cfg.log_every_n_steps,
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    main = is_main_process()
+    lock = RunLock(run_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # one writer per run directory
+    try:
+        if main:
+            remove_stale_temporaries(run_dir)
+        return _fit(cfg, run_dir, resume, task, task_data, data, module, write_run_report)
+    finally:
+        lock.release()
+
+
+def _check_devices(cfg: Config) -> None:
+    if str(cfg.accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"accelerator={cfg.accelerator!r}, but no CUDA GPU is visible here; use "
+                         "accelerator='cpu' (or 'auto')")
+
+
+def _fit(cfg, run_dir, resume, task, task_data, data, module, write_run_report) -> dict:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume_from, keep_before = None, None
+    if resume and last.is_file():
+        saved = read_checkpoint(last, hint="Remove it to start over, or pass --no-resume")
+        _check_resume(cfg, saved["fernn_config"])
+        done = int(saved.get("epoch", -1)) + 1  # epochs finished when it was written
+        if cfg.epochs < done:
+            raise ValueError(
+                f"{run_dir} already holds a run trained for {done} epochs; epochs={cfg.epochs} "
+                f"cannot undo that. Ask for epochs >= {done} to continue it, or train into a new "
+                "--out (or pass --no-resume to start over)")
+        resume_from, keep_before = str(last), int(saved.get("global_step", 0))
+    clock = TrainClock()
+    try:
+        trainer = L.Trainer(
+            default_root_dir=run_dir,
+            max_epochs=cfg.epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            gradient_clip_val=cfg.grad_clip,
+            logger=_loggers(cfg, run_dir, keep_before) or False,
+            callbacks=[_FreshSequencesEachEpoch(), clock, _EpochEndCheckpoint(last)],
+            enable_checkpointing=False,  # _EpochEndCheckpoint writes last.ckpt
+            plugins=[AtomicCheckpointIO()],
+            use_distributed_sampler=False,  # BatchData places the items per rank
+            log_every_n_steps=cfg.log_every_n_steps,
+            enable_progress_bar=cfg.progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+    except (MisconfigurationException, TypeError, ValueError) as exc:  # Lightning's checks
+        raise ValueError(f"the engine settings (accelerator, devices, strategy, precision, ...) "
+                         f"do not fit this machine: {exc}") from None
     if trainer.is_global_zero:
         (run_dir / "config.toml").write_text(config_to_toml(cfg))
         print(f"fernn: {cfg.name}: task {cfg.task}, model {cfg.model}, "
@@ -182,9 +219,8 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
               f"{sum(p.numel() for p in module.model.parameters())} parameters, "
               f"run directory {run_dir}" + (f", resuming from {last}" if resume_from else ""),
               flush=True)
-    started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-    train_seconds = time.perf_counter() - started
+    train_seconds = clock.seconds
 
     digests = [_weights_digest(module.model)]
     if trainer.world_size > 1 and torch.distributed.is_initialized():

@@ -10,7 +10,17 @@ import torch
 from .._version import __version__
 from ..models import get_model
 
-__all__ = ["NonFiniteLossError", "TaskModule", "task_module"]
+__all__ = ["NonFiniteLossError", "TaskModule", "task_module", "build_model"]
+
+
+def build_model(cfg):
+    """The config's model from the registry; options the model refuses (a wrong type or
+    value) are a ``ValueError`` that names the model and its options."""
+    try:
+        return get_model(cfg.model, **cfg.model_options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model {cfg.model!r} cannot be built from model_options "
+                         f"{cfg.model_options}: {exc}") from exc
 
 
 class NonFiniteLossError(RuntimeError):
@@ -25,7 +35,7 @@ class TaskModule(L.LightningModule):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.model = get_model(cfg.model, **cfg.model_options)
+        self.model = build_model(cfg)
         # The training steps' forward: the model itself, or torch.compile of it (same
         # parameters). Set past nn.Module's registration so that checkpoints and saved
         # weights keep their plain names; validation and evaluation run eager.

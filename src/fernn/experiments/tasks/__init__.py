@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._fields import check_field_types
+
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
@@ -43,6 +45,7 @@ class TaskOptions:
     nullable: ClassVar[frozenset] = frozenset()
 
     def __post_init__(self) -> None:
+        check_field_types(self, "task_options.")
         self.validate()
 
     def validate(self) -> None:  # pragma: no cover - overridden
