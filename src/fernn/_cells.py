@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_input, odd_kernel_size, positive_int
 from ._flows import Flow, TranslationFlow2D, _check_padding_mode
 from ._recurrence import RECURRENCE_NONLINEARITIES, VanillaRecurrence
 from ._torus import Conv2d, circular_pad
@@ -157,11 +158,9 @@ class FlowRNNCell(nn.Module):
             raise ValueError(
                 f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}"
             )
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
-        for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
+        kernel_size = odd_kernel_size(kernel_size)
+        in_channels = positive_int(in_channels, "in_channels")
+        hidden_channels = positive_int(hidden_channels, "hidden_channels")
         _check_padding_mode(padding_mode)
         if transport == "flow":
             self.transport: nn.Module = FlowTransport(flow, padding_mode)
@@ -360,9 +359,10 @@ class FlowRNNCell(nn.Module):
         state ``(B, V, C_h, H, W)`` or None (zeros); returns the new state.
         """
         expected = 5 if self.lifted_input else 4
-        if x.dim() != expected:
-            layout = "(B, V, C, H, W)" if self.lifted_input else "(B, C, H, W)"
+        layout = "(B, V, C, H, W)" if self.lifted_input else "(B, C, H, W)"
+        if isinstance(x, Tensor) and x.dim() != expected:
             raise ValueError(f"FlowRNNCell expects one frame {layout}; got {tuple(x.shape)}")
+        check_input(x, self, layout, channels=self.in_channels, who="FlowRNNCell")
         if state is None:
             state = self.initial_state(x.shape[0], x.shape[-2], x.shape[-1], x)
         return self.step(self.input_term(x.unsqueeze(1))[:, 0], state)

@@ -16,7 +16,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-__all__ = ["positive_int", "integer", "unit_interval", "finite_real", "check_tensor", "check_input", "check_like"]
+__all__ = ["positive_int", "odd_kernel_size", "integer", "unit_interval", "finite_real", "check_tensor", "check_input", "check_like"]
 
 _CAST = {torch.float32: "float", torch.float64: "double", torch.float16: "half",
          torch.bfloat16: "bfloat16"}
@@ -35,6 +35,15 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
+
+
+def odd_kernel_size(value, name: str = "kernel_size") -> int:
+    """A positive odd integer (a centred convolution kernel)."""
+    value = positive_int(value, name)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be a positive odd integer (a centred kernel), got {value}; "
+                         f"use {value - 1} or {value + 1}")
+    return value
 
 
 def integer(value, name: str) -> int:
