@@ -5,7 +5,8 @@ the fix instead of a traceback from deep inside torch.
 - :func:`positive_int` / :func:`unit_interval`: constructor and call arguments;
 - :func:`check_tensor`: a tensor of the documented rank, no empty dimension;
 - :func:`check_input`: the same, plus channels, device and dtype against a module's
-  parameters (under autocast any floating dtype is accepted: autocast casts it).
+  parameters (under autocast its dtype is accepted too: bf16-mixed training feeds a
+  prediction, computed in bfloat16, back into a float32 module).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def _reference(module: nn.Module) -> Tensor | None:
 
 
 def check_like(x: Tensor, name: str, ref: Tensor, who: str, *, ref_name: str = "module") -> None:
-    """``x`` is on ``ref``'s device and in its dtype (any floating dtype under autocast,
-    which casts it). ``TypeError`` names both dtypes and the two casts that fix it."""
+    """``x`` is on ``ref``'s device and in its dtype (or, under autocast, in autocast's
+    dtype: what the module's own autocast outputs are). ``TypeError`` names both dtypes and the two casts that fix it."""
     if x.device != ref.device:
         raise ValueError(
             f"{who}: {name} is on {x.device} but the {ref_name}'s parameters are on "
@@ -118,8 +119,9 @@ def check_like(x: Tensor, name: str, ref: Tensor, who: str, *, ref_name: str = "
         )
     if x.dtype == ref.dtype:
         return
-    if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
-        return
+    if torch.is_autocast_enabled(x.device.type) and x.dtype == torch.get_autocast_dtype(
+            x.device.type):
+        return  # autocast's own dtype (e.g. a prediction fed back as the next input)
     fix = f"{name}.{_CAST[ref.dtype]}()" if ref.dtype in _CAST else f"{name}.to({ref.dtype})"
     if x.is_floating_point() and x.dtype in _CAST:
         fix += f" or {ref_name}.{_CAST[x.dtype]}()"
