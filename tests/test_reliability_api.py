@@ -232,6 +232,13 @@ def test_the_largest_speed_acts_exactly():
         assert torch.equal(moved[:, t], expected)
 
 
+def test_learned_transport_of_an_absurd_radius_is_refused_not_allocated():
+    flow = TranslationFlow2D(velocities=[(0, 0), (10**6, 0)])
+    assert len(FlowRNN(1, 2, flow).flow) == 2  # the flow transport needs no kernel
+    with pytest.raises(ValueError, match=r"2000001×2000001 kernel .*smaller radius"):
+        get_model("grnn_plus_predictor", hidden_channels=2, flow=flow)
+
+
 @pytest.mark.parametrize(
     "n, error, message",
     [

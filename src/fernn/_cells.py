@@ -70,6 +70,10 @@ class FlowTransport(nn.Module):
         return f"{self.flow!r}, padding_mode={self.padding_mode!r}"
 
 
+MAX_LEARNED_TRANSPORT = 2**31
+"""The most parameters a :class:`LearnedTransport` builds (8 GiB in float32)."""
+
+
 class LearnedTransport(nn.Module):
     """G-RNN+ transport: slice ν is convolved with its own learned ``k×k`` kernel.
 
@@ -91,6 +95,12 @@ class LearnedTransport(nn.Module):
         self.flow = flow
         self.padding_mode = padding_mode
         k = 2 * radius + 1
+        if len(flow) * k * k > MAX_LEARNED_TRANSPORT:
+            raise ValueError(
+                f"a learned transport has a {k}×{k} kernel (2r+1, r = {radius} the largest speed "
+                f"of {flow!r}) per velocity: {len(flow) * k * k} parameters, more than "
+                f"{MAX_LEARNED_TRANSPORT}. Use velocities of a smaller radius."
+            )
         self.kernel = nn.Parameter(torch.randn(len(flow), k, k) / k)  # (V, k, k)
 
     def forward(self, h: Tensor) -> Tensor:
