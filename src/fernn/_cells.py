@@ -344,8 +344,10 @@ class FlowRNNCell(nn.Module):
         else:
             hs = self.transport(h_prev)  # S_ν h_{t-1}(ν): (B, V, C, H, W)
             hs_flat = hs.reshape(B * V, C, H, W)  # 'b v c h w -> (b v) c h w'
+            # With a prebuilt kernel (C_N convolutions) the inner call skips the input
+            # checks of the public forward: hs_flat is the cell's own state.
             a = (self.conv_hid(hs_flat) if hidden_weight is None
-                 else self.conv_hid(hs_flat, weight=hidden_weight))
+                 else self.conv_hid._conv(hs_flat, hidden_weight))
         a = a.view(B, V, -1, H, W)  # (B, V, G·C, H, W)
         if self.cell == "rnn":
             return self._phi(u + a)

@@ -11,6 +11,7 @@ the fix instead of a traceback from deep inside torch.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -78,8 +79,10 @@ def finite_real(value, name: str) -> float:
     return value
 
 
-def _dims(layout: str) -> list[str]:
-    return [d.strip().split("=")[0] for d in layout.strip("()").split(",")]
+@functools.lru_cache(maxsize=256)
+def _dims(layout: str) -> tuple[str, ...]:
+    """The dimension names of a layout: ``"(B, T, C=1, H, W)"`` → ``("B", "T", "C", "H", "W")``."""
+    return tuple(d.strip().split("=")[0] for d in layout.strip("()").split(","))
 
 
 def check_tensor(x, name: str, layout: str, who: str) -> None:
@@ -94,6 +97,8 @@ def check_tensor(x, name: str, layout: str, who: str) -> None:
                         f"{type(x).__name__}. Convert it with torch.as_tensor({name}).")
     if x.dim() != len(dims):
         raise ValueError(f"{who} expects {name} of shape {layout}; got {tuple(x.shape)}")
+    if 0 not in x.shape:
+        return
     for dim, size in zip(dims, x.shape):
         if size == 0:
             raise ValueError(f"{who} got an empty {name}: {dim}=0 in shape {tuple(x.shape)} "
