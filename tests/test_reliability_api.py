@@ -13,11 +13,11 @@ import tracemalloc
 import pytest
 import torch
 
-import fernn
-from fernn import FlowRNN, FlowRNNCell, GroupConv2d, LiftingConv2d, RotationFlow2D, TranslationFlow2D
+from fernn import (FlowRNN, FlowRNNCell, GroupConv2d, LiftingConv2d, RotationFlow2D,
+                   TranslationFlow2D)
 from fernn._atomic import TEMPORARY_PATTERN, atomic_open, is_temporary, remove_stale_temporaries
 from fernn.data._download import download_file, mirror_url
-from fernn.models import CNN3DClassifier, NextStepPredictor, SequenceClassifier, get_model
+from fernn.models import CNN3DClassifier, NextStepPredictor, get_model
 from fernn.testing import assert_flow_equivariant, flow_equivariance_error
 
 FLOW = TranslationFlow2D(max_speed=1)
@@ -340,7 +340,7 @@ SIZES = [
 
 
 @pytest.mark.parametrize("build, name, value, error", SIZES,
-                         ids=[f"{getattr(b, '__name__', 'model')}-{n}={v!r}" for b, n, v, _ in SIZES])
+                         ids=[f"{n}={v!r}" for _, n, v, _ in SIZES])
 def test_sizes_must_be_positive_integers(build, name, value, error):
     with pytest.raises(error) as info:
         build(**{name: value})
@@ -477,7 +477,8 @@ PREDICTOR_CALLS = [
     (dict(target=torch.rand(2, 6, 1, 8, 8)), ValueError,
      r"target must be \(B, pred_len=4, C, H, W\) = \(2, 4, 1, 8, 8\).*got \(2, 6, 1, 8, 8\)\. "
      r"Slice it: target\[:, :4\]"),
-    (dict(target=torch.rand(2, 3, 1, 8, 8)), ValueError, r"target must be .*got \(2, 3, 1, 8, 8\)$"),
+    (dict(target=torch.rand(2, 3, 1, 8, 8)), ValueError,
+     r"target must be .*got \(2, 3, 1, 8, 8\)$"),
     (dict(target=torch.rand(3, 4, 1, 8, 8)), ValueError, r"target must be .*got \(3, 4, 1, 8, 8\)"),
     (dict(target=torch.rand(2, 4, 1, 8, 8, dtype=torch.float64)), TypeError,
      r"target has dtype torch.float64.*target\.float\(\)"),

@@ -2,7 +2,8 @@
 makes, so that a user's mistake gets a short message naming the argument, the value and
 the fix instead of a traceback from deep inside torch.
 
-- :func:`positive_int` / :func:`unit_interval`: constructor and call arguments;
+- :func:`positive_int`, :func:`odd_kernel_size`, :func:`integer`, :func:`unit_interval`:
+  constructor and call arguments;
 - :func:`check_tensor`: a tensor of the documented rank, no empty dimension;
 - :func:`check_input`: the same, plus channels, device and dtype against a module's
   parameters (under autocast its dtype is accepted too: bf16-mixed training feeds a
@@ -12,13 +13,13 @@ the fix instead of a traceback from deep inside torch.
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["positive_int", "odd_kernel_size", "integer", "unit_interval", "finite_real", "check_tensor", "check_input", "check_like"]
+__all__ = ["positive_int", "odd_kernel_size", "integer", "unit_interval", "check_tensor",
+           "check_input", "check_like"]
 
 _CAST = {torch.float32: "float", torch.float64: "double", torch.float16: "half",
          torch.bfloat16: "bfloat16"}
@@ -67,21 +68,10 @@ def unit_interval(value, name: str, *, closed_right: bool = True) -> float:
     return value
 
 
-def finite_real(value, name: str) -> float:
-    """``value`` as a finite float, or ``TypeError`` / ``ValueError``."""
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
 @functools.lru_cache(maxsize=256)
 def _dims(layout: str) -> tuple[str, ...]:
-    """The dimension names of a layout: ``"(B, T, C=1, H, W)"`` → ``("B", "T", "C", "H", "W")``."""
+    """The dimension names of a layout: ``"(B, T, C=1, H, W)"`` → ``("B", "T", "C", "H",
+    "W")``."""
     return tuple(d.strip().split("=")[0] for d in layout.strip("()").split(","))
 
 
@@ -115,8 +105,9 @@ def _reference(module: nn.Module) -> Tensor | None:
 
 
 def check_like(x: Tensor, name: str, ref: Tensor, who: str, *, ref_name: str = "module") -> None:
-    """``x`` is on ``ref``'s device and in its dtype (or, under autocast, in autocast's
-    dtype: what the module's own autocast outputs are). ``TypeError`` names both dtypes and the two casts that fix it."""
+    """``x`` is on ``ref``'s device (else ``ValueError``) and in its dtype, or under
+    autocast in autocast's dtype (what the module's own outputs are then); else
+    ``TypeError`` naming both dtypes and the casts that fix it."""
     if x.device != ref.device:
         raise ValueError(
             f"{who}: {name} is on {x.device} but the {ref_name}'s parameters are on "

@@ -249,8 +249,8 @@ class TranslationFlow2D(Flow):
             r = int(max_speed)
             if (2 * r + 1) ** 2 > MAX_GRID_VELOCITIES:
                 raise ValueError(
-                    f"max_speed={r} would make (2r+1)^2 = {(2 * r + 1) ** 2} velocities, one hidden "
-                    f"slice each; at most {MAX_GRID_VELOCITIES} (max_speed <= 511) are built. "
+                    f"max_speed={r} would make (2r+1)^2 = {(2 * r + 1) ** 2} velocities, one "
+                    f"hidden slice each; at most {MAX_GRID_VELOCITIES} (max_speed <= 511) are built. "
                     "Give the velocities you need as an explicit list instead."
                 )
             elements = tuple((vy, vx) for vy in range(-r, r + 1) for vx in range(-r, r + 1))
@@ -395,7 +395,7 @@ class RotationFlow2D(Flow):
         bins = [degrees_to_bins(w, order) for w in angular_velocities]
         seen: dict = {}
         for w, b in zip(angular_velocities, bins):
-            if b % order in seen:  # rotations are modulo 360°: 0° and 360°, -10° and 350° coincide
+            if b % order in seen:  # modulo 360°: -10° and 350° are one rotation per frame
                 raise ValueError(
                     f"angular velocities must be distinct modulo 360°; {seen[b % order]}° and "
                     f"{w}° coincide"
