@@ -239,7 +239,9 @@ def assert_flow_equivariant(
     """
     if rtol is None:
         rtol = 1e-9 if dtype == torch.float64 else 1e-5
-    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < math.inf:
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
+        raise TypeError(f"rtol must be a finite number >= 0, got {rtol!r}")
+    if not 0 <= rtol < math.inf:
         raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
     velocities = list(flow.elements if velocities is None else velocities)
     if not velocities:
