@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_input, odd_kernel_size, positive_int
 from ._flows import Flow, TranslationFlow2D, _check_padding_mode
 from ._recurrence import RECURRENCE_NONLINEARITIES, VanillaRecurrence
 from ._torus import Conv2d, circular_pad
@@ -69,6 +70,10 @@ class FlowTransport(nn.Module):
         return f"{self.flow!r}, padding_mode={self.padding_mode!r}"
 
 
+MAX_LEARNED_TRANSPORT = 2**31
+"""The most parameters a :class:`LearnedTransport` builds (8 GiB in float32)."""
+
+
 class LearnedTransport(nn.Module):
     """G-RNN+ transport: slice ν is convolved with its own learned ``k×k`` kernel.
 
@@ -90,6 +95,12 @@ class LearnedTransport(nn.Module):
         self.flow = flow
         self.padding_mode = padding_mode
         k = 2 * radius + 1
+        if len(flow) * k * k > MAX_LEARNED_TRANSPORT:
+            raise ValueError(
+                f"a learned transport has a {k}×{k} kernel (2r+1, r = {radius} the largest speed "
+                f"of {flow!r}) per velocity: {len(flow) * k * k} parameters, more than "
+                f"{MAX_LEARNED_TRANSPORT}. Use velocities of a smaller radius."
+            )
         self.kernel = nn.Parameter(torch.randn(len(flow), k, k) / k)  # (V, k, k)
 
     def forward(self, h: Tensor) -> Tensor:
@@ -157,11 +168,9 @@ class FlowRNNCell(nn.Module):
             raise ValueError(
                 f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}"
             )
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
-        for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
+        kernel_size = odd_kernel_size(kernel_size)
+        in_channels = positive_int(in_channels, "in_channels")
+        hidden_channels = positive_int(hidden_channels, "hidden_channels")
         _check_padding_mode(padding_mode)
         if transport == "flow":
             self.transport: nn.Module = FlowTransport(flow, padding_mode)
@@ -335,8 +344,10 @@ class FlowRNNCell(nn.Module):
         else:
             hs = self.transport(h_prev)  # S_ν h_{t-1}(ν): (B, V, C, H, W)
             hs_flat = hs.reshape(B * V, C, H, W)  # 'b v c h w -> (b v) c h w'
+            # With a prebuilt kernel (C_N convolutions) the inner call skips the input
+            # checks of the public forward: hs_flat is the cell's own state.
             a = (self.conv_hid(hs_flat) if hidden_weight is None
-                 else self.conv_hid(hs_flat, weight=hidden_weight))
+                 else self.conv_hid._conv(hs_flat, hidden_weight))
         a = a.view(B, V, -1, H, W)  # (B, V, G·C, H, W)
         if self.cell == "rnn":
             return self._phi(u + a)
@@ -360,9 +371,10 @@ class FlowRNNCell(nn.Module):
         state ``(B, V, C_h, H, W)`` or None (zeros); returns the new state.
         """
         expected = 5 if self.lifted_input else 4
-        if x.dim() != expected:
-            layout = "(B, V, C, H, W)" if self.lifted_input else "(B, C, H, W)"
+        layout = "(B, V, C, H, W)" if self.lifted_input else "(B, C, H, W)"
+        if isinstance(x, Tensor) and x.dim() != expected:
             raise ValueError(f"FlowRNNCell expects one frame {layout}; got {tuple(x.shape)}")
+        check_input(x, self, layout, channels=self.in_channels, who="FlowRNNCell")
         if state is None:
             state = self.initial_state(x.shape[0], x.shape[-2], x.shape[-1], x)
         return self.step(self.input_term(x.unsqueeze(1))[:, 0], state)

@@ -16,12 +16,14 @@ Shape vocabulary: ``B`` batch, ``T`` time, ``V`` velocities, ``C`` channels, ``H
 from __future__ import annotations
 
 import abc
+import numbers
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import integer, positive_int
 from ._pooling import pool_velocities
 from ._rotation import bins_to_degrees, degrees_to_bins, rotate
 from ._torus import Conv2d, circular_pad, roll2d
@@ -29,6 +31,15 @@ from ._torus import Conv2d, circular_pad, roll2d
 __all__ = ["Flow", "TranslationFlow2D", "RotationFlow2D"]
 
 _PADDING_MODES = ("circular", "zeros")
+
+MAX_TRANSLATION_SPEED = 2**31 - 1
+"""The largest ``|v_y|``, ``|v_x|`` of a translation velocity (pixels per frame): with it,
+``t·v`` stays exact in int64 for any sequence shorter than 2³² frames. Larger values are
+refused rather than wrapped (on a torus of side n, v and v mod n act alike)."""
+
+MAX_GRID_VELOCITIES = 2**20
+"""The most velocities ``TranslationFlow2D(max_speed=r)`` builds, ``(2r+1)² ≤ 2²⁰``
+(r ≤ 511): every velocity is a slice of the hidden state, so a larger grid could not run."""
 
 
 def _check_padding_mode(padding_mode: str) -> bool:
@@ -107,6 +118,7 @@ class Flow(abc.ABC):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` velocities drawn uniformly from V (rows of :attr:`velocities`)."""
+        n = positive_int(n, "n (the number of velocities to sample)", minimum=0)
         idx = torch.randint(len(self), (n,), generator=generator)
         return self.velocities[idx]
 
@@ -182,12 +194,20 @@ def _as_int_pair(v, what: str) -> tuple[int, int]:
         raise ValueError(f"{what} must be a pair (v_y, v_x), got {v!r}") from None
     out = []
     for c in (vy, vx):
-        if isinstance(c, bool) or not float(c).is_integer():
+        integral = (isinstance(c, numbers.Real) and not isinstance(c, bool)
+                    and float(c).is_integer())
+        if not integral:
             raise ValueError(
                 f"{what} must be integer pixels per frame (exact shifts on the pixel grid); "
                 f"got {v!r}. Round it, or rescale time so the velocity is an integer."
             )
-        out.append(int(c))
+        c = int(c)
+        if abs(c) > MAX_TRANSLATION_SPEED:
+            raise ValueError(
+                f"{what} must have |v_y|, |v_x| <= 2**31 - 1 pixels per frame; got {v!r}. On a "
+                "torus of side n a velocity acts like itself mod n: give that."
+            )
+        out.append(c)
     return out[0], out[1]
 
 
@@ -222,9 +242,17 @@ class TranslationFlow2D(Flow):
                 "or velocities (an explicit list of (v_y, v_x) pairs)"
             )
         if max_speed is not None:
-            if isinstance(max_speed, bool) or int(max_speed) != max_speed or max_speed < 0:
+            integral = (isinstance(max_speed, numbers.Real) and not isinstance(max_speed, bool)
+                        and float(max_speed).is_integer())
+            if not integral or max_speed < 0:
                 raise ValueError(f"max_speed must be a non-negative integer, got {max_speed!r}")
             r = int(max_speed)
+            if (2 * r + 1) ** 2 > MAX_GRID_VELOCITIES:
+                raise ValueError(
+                    f"max_speed={r} would make (2r+1)^2 = {(2 * r + 1) ** 2} velocities, one "
+                    f"hidden slice each; at most {MAX_GRID_VELOCITIES} (max_speed <= 511) are built. "
+                    "Give the velocities you need as an explicit list instead."
+                )
             elements = tuple((vy, vx) for vy in range(-r, r + 1) for vx in range(-r, r + 1))
         else:
             if isinstance(velocities, Tensor):
@@ -238,9 +266,7 @@ class TranslationFlow2D(Flow):
                     raise ValueError(f"velocities must be distinct; {v} appears twice")
                 seen.add(v)
         object.__setattr__(self, "elements", elements)
-        r = max(max(abs(vy), abs(vx)) for vy, vx in elements)
-        grid = tuple((vy, vx) for vy in range(-r, r + 1) for vx in range(-r, r + 1))
-        object.__setattr__(self, "max_speed", r if elements == grid else None)
+        object.__setattr__(self, "max_speed", _grid_radius(elements))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -292,6 +318,7 @@ class TranslationFlow2D(Flow):
     ) -> Tensor:
         circular = _check_padding_mode(padding_mode)
         _check_images(x0, 4, "(B, C, H, W)", "trajectory x0")
+        steps, start = _check_times(steps, start)
         B = x0.shape[0]
         v = self._velocity_rows(velocity, B).to(x0.device)  # (B, 2)
         t = torch.arange(start, start + steps, device=x0.device)  # (T,)
@@ -301,6 +328,7 @@ class TranslationFlow2D(Flow):
 
     def move_frames(self, x: Tensor, velocity, start: int = 0) -> Tensor:
         _check_images(x, 5, "(B, T, C, H, W)", "move_frames x")
+        start = integer(start, "start")
         B, T = x.shape[:2]
         v = self._velocity_rows(velocity, B).to(x.device)  # (B, 2)
         t = torch.arange(start, start + T, device=x.device)  # (T,)
@@ -321,6 +349,16 @@ class TranslationFlow2D(Flow):
         v = torch.tensor(self._key(velocity), device=h.device)  # (2,)
         times = _lifted_times(h, time)  # (1, T, 1) or (1, 1)
         return roll2d(h, (times[..., None] * v)[..., None, :])  # shifts (1, T, 1, 1, 2) / (1, 1, 1, 2)
+
+
+def _grid_radius(elements: tuple) -> int | None:
+    """``r`` if ``elements`` is the grid {-r..r}² in max_speed order, else None: O(|V|)."""
+    r = max(max(abs(vy), abs(vx)) for vy, vx in elements)
+    n = 2 * r + 1
+    if len(elements) != n * n:  # only then is the grid built to compare (|V| elements)
+        return None
+    grid = tuple((vy, vx) for vy in range(-r, r + 1) for vx in range(-r, r + 1))
+    return r if elements == grid else None
 
 
 class RotationFlow2D(Flow):
@@ -344,7 +382,9 @@ class RotationFlow2D(Flow):
     """
 
     def __init__(self, angular_velocities: Sequence[float], order: int = 36):
-        if isinstance(order, bool) or int(order) != order or order < 1:
+        integral = (isinstance(order, numbers.Real) and not isinstance(order, bool)
+                    and float(order).is_integer())
+        if not integral or order < 1:
             raise ValueError(f"order N must be a positive integer, got {order!r}")
         order = int(order)
         if isinstance(angular_velocities, Tensor):
@@ -352,16 +392,22 @@ class RotationFlow2D(Flow):
         angular_velocities = list(angular_velocities)
         if not angular_velocities:
             raise ValueError("angular_velocities must hold at least one angle (degrees per frame)")
-        bins = [degrees_to_bins(float(w), order) for w in angular_velocities]
+        bins = [degrees_to_bins(w, order) for w in angular_velocities]
         seen: dict = {}
         for w, b in zip(angular_velocities, bins):
-            if b in seen:
-                raise ValueError(f"angular velocities must be distinct; {seen[b]}° and {w}° coincide")
-            seen[b] = w
+            if b % order in seen:  # modulo 360°: -10° and 350° are one rotation per frame
+                raise ValueError(
+                    f"angular velocities must be distinct modulo 360°; {seen[b % order]}° and "
+                    f"{w}° coincide"
+                )
+            seen[b % order] = w
+        elements = tuple(bins_to_degrees(b, order) for b in bins)
         object.__setattr__(self, "order", order)
         object.__setattr__(self, "bins", tuple(bins))
-        object.__setattr__(self, "elements", tuple(bins_to_degrees(b, order) for b in bins))
+        object.__setattr__(self, "elements", elements)
         object.__setattr__(self, "fibre", order)
+        # bins mod N → element: ν − ν̂ is looked up modulo a full turn.
+        object.__setattr__(self, "_by_residue", {b % order: w for b, w in zip(bins, elements)})
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -387,12 +433,14 @@ class RotationFlow2D(Flow):
             if velocity.numel() != 1:
                 raise ValueError(f"an angular velocity is one number, got {velocity.tolist()}")
             velocity = velocity.item()
-        return bins_to_degrees(degrees_to_bins(float(velocity), self.order), self.order)
+        return self._canonical(degrees_to_bins(velocity, self.order))
+
+    def _canonical(self, bins: int) -> float:
+        """The element of V congruent to ``bins`` modulo N if there is one, else the angle."""
+        return self._by_residue.get(bins % self.order, bins_to_degrees(bins, self.order))
 
     def _subtract(self, a, b):
-        return bins_to_degrees(
-            degrees_to_bins(a, self.order) - degrees_to_bins(b, self.order), self.order
-        )
+        return self._canonical(degrees_to_bins(a, self.order) - degrees_to_bins(b, self.order))
 
     def _angles(self, velocity, batch: int, device) -> Tensor:
         """One angular velocity or one per item, validated, as ``(B,)`` float64 degrees."""
@@ -427,6 +475,7 @@ class RotationFlow2D(Flow):
                    padding_mode: str = "circular") -> Tensor:
         _check_padding_mode(padding_mode)
         _check_images(x0, 4, "(B, C, H, W)", "trajectory x0")
+        steps, start = _check_times(steps, start)
         B = x0.shape[0]
         w = self._angles(velocity, B, x0.device)
         t = torch.arange(start, start + steps, device=x0.device, dtype=torch.float64)
@@ -435,6 +484,7 @@ class RotationFlow2D(Flow):
 
     def move_frames(self, x: Tensor, velocity, start: int = 0) -> Tensor:
         _check_images(x, 5, "(B, T, C, H, W)", "move_frames x")
+        start = integer(start, "start")
         B, T = x.shape[:2]
         w = self._angles(velocity, B, x.device)
         t = torch.arange(start, start + T, device=x.device, dtype=torch.float64)
@@ -496,6 +546,10 @@ def _lifted_times(h: Tensor, time: Tensor | int) -> Tensor:
     raise ValueError(
         f"move_lifted needs (B, T, V, C, H, W) or (B, V, C, H, W); got {tuple(h.shape)}"
     )
+
+
+def _check_times(steps, start) -> tuple[int, int]:
+    return positive_int(steps, "steps", minimum=0), integer(start, "start")
 
 
 def _check_images(x: Tensor, ndim: int, layout: str, what: str) -> None:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_input, odd_kernel_size, positive_int
 from ._rotation import rotate
 from ._torus import circular_pad
 
@@ -44,10 +45,9 @@ class _CNConv(nn.Module):
     def __init__(self, order: int, kernel_size: int, padding_mode: str, bias: bool,
                  out_fields: int):
         super().__init__()
-        if order < 1:
-            raise ValueError(f"order N must be at least 1, got {order}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        order = positive_int(order, "order N")
+        kernel_size = odd_kernel_size(kernel_size)
+        out_fields = positive_int(out_fields, "out_fields")
         if padding_mode not in ("circular", "zeros"):
             raise ValueError(f"padding_mode must be 'circular' or 'zeros', got {padding_mode!r}")
         self.order = order
@@ -62,6 +62,7 @@ class _CNConv(nn.Module):
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
         """``weight``: a precomputed :meth:`expanded_weight` (a recurrent layer builds it
         once per sequence instead of once per step)."""
+        check_input(x, self, "(B, C, H, W)", channels=self._in_channels)
         return self._conv(x, self.expanded_weight() if weight is None else weight)
 
     def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
@@ -84,7 +85,8 @@ class LiftingConv2d(_CNConv):
     def __init__(self, in_channels: int, out_fields: int, kernel_size: int = 3, order: int = 4,
                  bias: bool = False, padding_mode: str = "circular"):
         super().__init__(order, kernel_size, padding_mode, bias, out_fields)
-        self.in_channels = in_channels
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self._in_channels = self.in_channels
         self.weight = nn.Parameter(torch.empty(out_fields, in_channels, kernel_size, kernel_size))
         self._init(self.weight, in_channels * kernel_size**2)
 
@@ -105,7 +107,8 @@ class GroupConv2d(_CNConv):
     def __init__(self, in_fields: int, out_fields: int, kernel_size: int = 3, order: int = 4,
                  bias: bool = False, padding_mode: str = "circular"):
         super().__init__(order, kernel_size, padding_mode, bias, out_fields)
-        self.in_fields = in_fields
+        self.in_fields = positive_int(in_fields, "in_fields")
+        self._in_channels = self.in_fields * self.order
         self.weight = nn.Parameter(
             torch.empty(out_fields, in_fields, order, kernel_size, kernel_size)
         )

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ._cells import FlowRNNCell
+from ._checks import _reference, check_input, check_like, positive_int, unit_interval
 from ._flows import Flow
 from ._pooling import POOL_MODES, pool_velocities
 
@@ -101,15 +102,14 @@ class FlowRNN(nn.Module):
         checkpoint_every: int = 0,
     ):
         super().__init__()
-        if checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+        in_channels = positive_int(in_channels, "in_channels")
+        hidden_channels = positive_int(hidden_channels, "hidden_channels")
+        num_layers = positive_int(num_layers, "num_layers")
+        checkpoint_every = positive_int(checkpoint_every, "checkpoint_every", minimum=0)
+        dropout = unit_interval(dropout, "dropout", closed_right=False)
         self.checkpoint_every = checkpoint_every
         if not isinstance(flow, Flow):
             raise TypeError(f"flow must be a fernn Flow (e.g. TranslationFlow2D); got {flow!r}")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.flow = flow
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
@@ -137,16 +137,10 @@ class FlowRNN(nn.Module):
         return len(self.flow)
 
     def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 5:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"FlowRNN expects a sequence (B, T, C={self.in_channels}, H, W); got {shape}"
-            )
-        if x.shape[2] != self.in_channels:
-            raise ValueError(
-                f"FlowRNN was built for C={self.in_channels} input channels; got a sequence of "
-                f"shape {tuple(x.shape)} with C={x.shape[2]}"
-            )
+        """A sequence ``(B, T, C_in, H, W)``, nothing empty, on the module's device and in
+        its dtype (see :func:`fernn._checks.check_input`)."""
+        check_input(x, self, f"(B, T, C={self.in_channels}, H, W)", channels=self.in_channels,
+                    who="FlowRNN")
 
     def _split_state(self, state, x: Tensor) -> list:
         """Per-layer states from the stacked form, validated against the input."""
@@ -157,6 +151,7 @@ class FlowRNN(nn.Module):
         parts = state if self.cell == "lstm" else (state,)
         if self.cell == "lstm" and not (isinstance(state, (tuple, list)) and len(state) == 2):
             raise ValueError("an lstm FlowRNN's state is a pair (h, c) of (L, B, V, C, H, W)")
+        ref = _reference(self)
         for part in parts:
             if not isinstance(part, Tensor) or tuple(part.shape) != expected:
                 got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
@@ -164,6 +159,7 @@ class FlowRNN(nn.Module):
                     f"state must have shape (L, B, V, C_h, H, W) = {expected} for this input "
                     f"and {self.flow!r}; got {got}"
                 )
+            check_like(part, "state", ref, "FlowRNN")
         if self.cell == "lstm":
             return list(zip(unstack_layers(state[0]), unstack_layers(state[1])))
         return unstack_layers(state)

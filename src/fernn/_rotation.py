@@ -17,6 +17,7 @@ docs/equivariance.md).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -81,12 +82,38 @@ def bins_to_degrees(bins: int, order: int) -> float:
     return round(bins * 360.0 / order, 9)
 
 
+ANGLE_TOLERANCE = 1e-9
+"""How far an angle may lie from a multiple of 360/N and still count as one: 1e-9 of the
+angle (1e-9° for angles below 1°) — room for the rounding of a computed ``k·360/N`` and of
+:func:`bins_to_degrees`' nine decimals, none for a typo such as ``10.0000001``."""
+
+
+def _fmt(angle: float) -> str:
+    return str(int(angle)) if float(angle).is_integer() else repr(angle)
+
+
 def degrees_to_bins(angle: float, order: int, what: str = "an angular velocity") -> int:
-    """Whole bins of C_N in ``angle``; ``ValueError`` unless it is a multiple of 360/N."""
+    """Whole bins of C_N in ``angle``; ``ValueError`` unless it is finite, less than a full
+    turn (``|angle| < 360°``) and a multiple of 360/N within :data:`ANGLE_TOLERANCE`."""
+    if isinstance(angle, bool) or not isinstance(angle, numbers.Real):
+        raise TypeError(f"{what} must be a number of degrees per frame, got {angle!r}")
+    angle = float(angle)
+    if not math.isfinite(angle):
+        raise ValueError(f"{what} must be a finite number of degrees per frame, got {angle!r}")
+    if abs(angle) >= 360.0:
+        hint = f": {_fmt(angle % 360.0)}°" if abs(angle) < 1e9 else ""
+        raise ValueError(
+            f"{what} of {angle!r}° is a full turn or more per frame; rotations are taken modulo "
+            f"360°, so give it as an angle with |ω| < 360° (ω mod 360{hint})"
+        )
     bins = angle * order / 360.0
-    if not math.isclose(bins, round(bins), abs_tol=1e-6):
+    nearest = round(bins)
+    if abs(angle - nearest * 360.0 / order) > ANGLE_TOLERANCE * max(1.0, abs(angle)):
+        low = math.floor(bins)
         raise ValueError(
             f"{what} of {angle}° is not a multiple of 360/N = {360 / order:g}° (N = {order}): "
-            "the orientation axis could not follow it. Use a multiple, or another order N."
+            f"the orientation axis could not follow it. The nearest multiples are "
+            f"{_fmt(bins_to_degrees(low, order))}° and {_fmt(bins_to_degrees(low + 1, order))}°; "
+            "use one of them, or another order N."
         )
-    return int(round(bins))
+    return int(nearest)

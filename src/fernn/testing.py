@@ -11,6 +11,11 @@ partner ν − ν̂ lies outside V have nothing to map from; they are listed in
 a frame sequence ``(B, T', C, H, W)`` (a pooled readout, a predictor) the law is
 ``y'_k = ψ_{s+k}(ν̂) y_k``.
 
+A check never passes on non-finite numbers: a NaN or infinite input is refused
+(``ValueError``), and a module whose output holds NaN or inf gets a report with
+``max_error = nan`` (or inf) and ``nonfinite`` > 0, which :func:`assert_flow_equivariant`
+fails, saying so.
+
 Errors are relative: ``max |h' − expected| / max |expected|`` over the compared slices
 (one scale for the whole output, so near-zero entries do not inflate them). The report
 also gives the L2 form ``‖h' − expected‖ / ‖expected‖`` (``rel_l2``), the figure quoted
@@ -25,12 +30,15 @@ Example::
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_tensor
 from ._flows import Flow
 
 __all__ = ["EquivarianceReport", "flow_equivariance_error", "assert_flow_equivariant"]
@@ -52,6 +60,8 @@ class EquivarianceReport:
         unmatched: slices ν whose partner ν − ν̂ lies outside V (not compared).
         scale: ``max |expected|``, the denominator of the relative errors.
         dtype: the dtype the check ran in.
+        nonfinite: how many values of the two outputs (of ``x`` and of the moved ``x``)
+            are NaN or infinite; then ``max_error`` is NaN or inf and the check fails.
     """
 
     velocity: object
@@ -62,9 +72,24 @@ class EquivarianceReport:
     unmatched: tuple = ()
     scale: float = 0.0
     dtype: torch.dtype = torch.float64
+    nonfinite: int = 0
+
+    @property
+    def finite(self) -> bool:
+        """The module's outputs held no NaN or inf (and so the errors are numbers)."""
+        return self.nonfinite == 0 and math.isfinite(self.max_error)
+
+    def passed(self, rtol: float) -> bool:
+        """``max_error <= rtol`` with finite outputs (NaN never passes)."""
+        return self.finite and self.max_error <= rtol
 
     def __str__(self) -> str:
-        worst = max(self.per_velocity, key=self.per_velocity.get) if self.per_velocity else None
+        if self.nonfinite:
+            return (f"ν̂={self.velocity}: the module's output holds {self.nonfinite} NaN/inf "
+                    f"value(s) ({self.dtype}); no error can be measured. Check its weights "
+                    "and its input.")
+        finite = {v: e for v, e in self.per_velocity.items() if math.isfinite(e)}
+        worst = max(finite, key=finite.get) if finite else None
         text = (
             f"ν̂={self.velocity}: max relative error {self.max_error:.3e}, "
             f"relative L2 {self.rel_l2:.3e} ({self.dtype})"
@@ -123,6 +148,16 @@ def flow_equivariance_error(
     """
     if output not in _OUTPUT_KINDS:
         raise ValueError(f"output must be one of {_OUTPUT_KINDS}, got {output!r}")
+    check_tensor(x, "x", "(B, T, C, H, W)", "flow_equivariance_error")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float64), got {dtype!r}")
+    if x.is_floating_point() or x.is_complex():
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(
+                f"x holds {bad} NaN/inf value(s); an equivariance check needs a finite input "
+                "(a NaN compares as no error). Use e.g. torch.nan_to_num(x) or a fresh torch.rand."
+            )
     run = _prepare(module, dtype)
     x = x.to(dtype)
     read = readout if readout is not None else (lambda out: out)
@@ -132,6 +167,7 @@ def flow_equivariance_error(
         y_moved = read(_first(run(flow.move_frames(x, nu), **kwargs)))
     if y.shape != y_moved.shape:
         raise ValueError(f"output shapes differ: {tuple(y.shape)} vs {tuple(y_moved.shape)}")
+    nonfinite = int((~torch.isfinite(y)).sum()) + int((~torch.isfinite(y_moved)).sum())
 
     unmatched: tuple = ()
     per_velocity: dict = {}
@@ -178,6 +214,7 @@ def flow_equivariance_error(
         unmatched=unmatched,
         scale=scale,
         dtype=dtype,
+        nonfinite=nonfinite,
     )
 
 
@@ -202,7 +239,14 @@ def assert_flow_equivariant(
     """
     if rtol is None:
         rtol = 1e-9 if dtype == torch.float64 else 1e-5
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
+        raise TypeError(f"rtol must be a finite number >= 0, got {rtol!r}")
+    if not 0 <= rtol < math.inf:
+        raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
     velocities = list(flow.elements if velocities is None else velocities)
+    if not velocities:
+        raise ValueError("velocities is empty: give at least one input velocity ν̂, or leave it "
+                         "None to check every ν̂ of the flow's V")
     reports = [
         flow_equivariance_error(
             module, flow, x, nu, output=output, readout=readout, start=start, dtype=dtype,
@@ -210,7 +254,10 @@ def assert_flow_equivariant(
         )
         for nu in velocities
     ]
-    worst = max(reports, key=lambda r: r.max_error)
-    if worst.max_error > rtol:
+    failed = [r for r in reports if not r.passed(rtol)]
+    if failed:
+        # A non-finite report first: it is the one that says what is wrong.
+        worst = max(failed, key=lambda r: (not r.finite,
+                                           r.max_error if r.finite else math.inf))
         raise AssertionError(f"not flow equivariant within rtol={rtol:g}: {worst}")
     return reports

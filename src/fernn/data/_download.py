@@ -13,9 +13,13 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from .._atomic import atomic_open
+from .._atomic import atomic_open, remove_stale_temporaries
 
-__all__ = ["cache_dir", "download_file", "md5sum"]
+__all__ = ["cache_dir", "download_file", "md5sum", "mirror_url"]
+
+STALE_DOWNLOAD_SECONDS = 24 * 3600
+"""Temporary files of downloads into the target's directory untouched for this long are
+left over from interrupted downloads, and removed at the next download there."""
 
 
 def cache_dir(name: str) -> Path:
@@ -32,6 +36,12 @@ def md5sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def mirror_url(mirror: str, name: str) -> str:
+    """``mirror`` joined with the file ``name``: ``https://host/mnist`` and
+    ``https://host/mnist/`` both give ``https://host/mnist/<name>``."""
+    return mirror + name if mirror.endswith("/") else f"{mirror}/{name}"
+
+
 def download_file(
     name: str,
     target: str | os.PathLike,
@@ -39,16 +49,20 @@ def download_file(
     md5: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Fetch ``mirror + name`` into ``target`` from the first mirror that serves it (whole,
+    """Fetch ``mirror/name`` into ``target`` from the first mirror that serves it (whole,
     and matching ``md5`` when given); ``file://`` mirrors work too.
 
     Raises:
         RuntimeError: every mirror failed; the message lists each URL and its error.
     """
     target = Path(target)
+    if isinstance(mirrors, str):
+        mirrors = [mirrors]
+    # What earlier interrupted downloads left here (a day untouched: none is in progress).
+    remove_stale_temporaries(target.parent, recursive=False, older_than=STALE_DOWNLOAD_SECONDS)
     failures = []
     for mirror in mirrors:
-        url = mirror + name
+        url = mirror_url(mirror, name)
         try:
             with atomic_open(target) as out, urllib.request.urlopen(url, timeout=60) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from .._checks import check_input, positive_int
 from .._flows import Flow
 from .._rnn import FlowRNN, VelocityPool
 from .._torus import Conv2d
@@ -49,6 +50,14 @@ class SequenceClassifier(nn.Module):
         pool: str = "max",
     ):
         super().__init__()
+        in_channels = positive_int(in_channels, "in_channels")
+        num_classes = positive_int(num_classes, "num_classes")
+        if isinstance(encoder_channels, (str, bytes)) or not isinstance(encoder_channels, Sequence):
+            raise TypeError(f"encoder_channels must be a list of positive integers (one per "
+                            f"encoder layer, may be empty), got {encoder_channels!r}")
+        encoder_channels = [positive_int(c, f"encoder_channels[{i}]")
+                            for i, c in enumerate(encoder_channels)]
+        self.in_channels = in_channels
         layers: list[nn.Module] = []
         cin = in_channels
         for i, cout in enumerate(encoder_channels):
@@ -75,8 +84,7 @@ class SequenceClassifier(nn.Module):
         return self.rnn.flow
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"SequenceClassifier expects (B, T, C, H, W); got {tuple(x.shape)}")
+        check_input(x, self, "(B, T, C, H, W)", channels=self.in_channels)
         B, T = x.shape[:2]
         z = self.encoder(x.flatten(0, 1))  # '(b t) c h w'
         z = z.view(B, T, *z.shape[1:])  # (B, T, C_e, H, W)
@@ -95,6 +103,10 @@ class CNN3DClassifier(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 6, base_channels: int = 32):
         super().__init__()
+        in_channels = positive_int(in_channels, "in_channels")
+        num_classes = positive_int(num_classes, "num_classes")
+        base_channels = positive_int(base_channels, "base_channels")
+        self.in_channels = in_channels
 
         def block(cin: int, cout: int, stride: tuple[int, int, int]) -> list[nn.Module]:
             return [
@@ -116,6 +128,5 @@ class CNN3DClassifier(nn.Module):
         self.head = nn.Linear(4 * b, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"CNN3DClassifier expects (B, T, C, H, W); got {tuple(x.shape)}")
+        check_input(x, self, "(B, T, C, H, W)", channels=self.in_channels)
         return self.head(self.features(x.transpose(1, 2)))  # 'b t c h w -> b c t h w'

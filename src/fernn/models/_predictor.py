@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_input, positive_int, unit_interval
 from .._flows import Flow
 from .._recurrence import batch_chunks
 from .._rnn import FlowRNN, VelocityPool, flat_state, unflat_state, unstack_layers
@@ -22,6 +23,9 @@ def conv_decoder(
 
     With circular padding it commutes with translations of the torus.
     """
+    in_channels = positive_int(in_channels, "in_channels")
+    out_channels = positive_int(out_channels, "out_channels")
+    layers = positive_int(layers, "decoder_layers", minimum=0)
     conv = dict(kernel_size=3, padding=1, padding_mode=padding_mode, bias=False)
     blocks: list[nn.Module] = []
     for _ in range(layers):
@@ -155,16 +159,24 @@ class NextStepPredictor(nn.Module):
         teacher_forcing: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        if pred_len < 1:
-            raise ValueError(f"pred_len must be at least 1, got {pred_len}")
+        pred_len = positive_int(pred_len, "pred_len")
+        teacher_forcing = unit_interval(teacher_forcing, "teacher_forcing")
+        C = self.rnn.in_channels
+        check_input(x, self, f"(B, T_in, C={C}, H, W)", channels=C, who="NextStepPredictor")
         if teacher_forcing > 0 and target is None:
-            raise ValueError("teacher_forcing > 0 needs the target frames")
-        if target is not None and (target.shape[:1] + target.shape[2:] != x.shape[:1] + x.shape[2:]
-                                   or target.shape[1] < pred_len):
-            raise ValueError(
-                f"target must be (B, pred_len={pred_len}, C, H, W) matching x {tuple(x.shape)};"
-                f" got {tuple(target.shape)}"
-            )
+            raise ValueError("teacher_forcing > 0 needs the target frames: pass target=")
+        if target is not None:
+            check_input(target, self, f"(B, pred_len, C={C}, H, W)", name="target",
+                        who="NextStepPredictor")
+            want = (x.shape[0], pred_len, *x.shape[2:])
+            if tuple(target.shape) != want:
+                longer = target.shape[1] > pred_len and (
+                    target.shape[:1] + target.shape[2:] == x.shape[:1] + x.shape[2:])
+                fix = f". Slice it: target[:, :{pred_len}]" if longer else ""
+                raise ValueError(
+                    f"target must be (B, pred_len={pred_len}, C, H, W) = {want} matching x "
+                    f"{tuple(x.shape)}; got {tuple(target.shape)}{fix}"
+                )
         _, state = self.rnn(x, return_sequence=False)
         # Teacher-forcing choices are drawn up front, so a recomputed segment sees the same.
         use_truth = [
