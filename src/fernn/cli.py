@@ -55,12 +55,20 @@ def _eval(args) -> int:
     import torch
 
     from .experiments import apply_overrides, evaluate_task, load_model
+    from .experiments._config import changed_settings
 
     _tune_allocator(args)
-    model, cfg = load_model(args.run)
-    cfg = apply_overrides(cfg, args.overrides)
     device = _device(args.device)
+    model, trained = load_model(args.run)
+    cfg = apply_overrides(trained, args.overrides)
     task = cfg.task_spec
+    # Only evaluation settings change an evaluation: the model is trained already.
+    allowed = {"eval_batch_size", "progress"} | {f"task_options.{k}" for k in task.resumable}
+    ignored = [k for k in changed_settings(trained, cfg) if k not in allowed]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)} cannot change the evaluation of a trained model; "
+                         f"eval takes {', '.join(sorted(allowed))} (train a new run to change "
+                         "the others)")
     metrics = {"task": cfg.task,
                **evaluate_task(model.to(device), cfg, task.load_data(cfg), device)}
     text = json.dumps(metrics, indent=2)

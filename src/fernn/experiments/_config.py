@@ -24,7 +24,7 @@ from ._fields import check_field_types
 from .tasks import DEFAULT_TASK, TaskOptions, get_task, list_tasks
 
 __all__ = ["COMPILE_MODES", "Config", "load_config", "apply_overrides", "shipped_configs",
-           "config_to_toml", "config_from_dict"]
+           "config_to_toml", "config_from_dict", "changed_settings"]
 
 # Config.compile: "off", or the torch.compile mode of the training step's forward pass
 # ("reduce-overhead" adds CUDA graphs on a GPU).
@@ -182,6 +182,21 @@ def config_from_dict(data: dict, source: str = "config") -> Config:
         data["task_options"] = task.Options.from_dict(data["task_options"],
                                                       f"[task_options] of {source}")
     return Config(**data)
+
+
+def _flat_settings(cfg: Config) -> dict:
+    data = cfg.to_dict()
+    flat = {k: v for k, v in data.items() if k not in _TABLES}
+    for table in _TABLES:
+        flat.update({f"{table}.{k}": v for k, v in data[table].items()})
+    return flat
+
+
+def changed_settings(a: Config, b: Config) -> list[str]:
+    """The settings in which two configs differ, as ``key``, ``task_options.KEY`` and
+    ``model_options.KEY``, sorted."""
+    fa, fb = _flat_settings(a), _flat_settings(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 
 
 def _parse_value(text: str) -> Any:

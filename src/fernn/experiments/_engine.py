@@ -31,7 +31,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .._atomic import atomic_open, remove_stale_temporaries
 from .._version import __version__
 from ._checkpoint import atomic_torch_save, read_checkpoint, save_model
-from ._config import Config, config_from_dict, config_to_toml
+from ._config import Config, changed_settings, config_from_dict, config_to_toml
 from ._modules import NonFiniteLossError
 from ._rundir import ResumableCSVLogger, RunLock, TrainClock, is_main_process
 
@@ -95,25 +95,14 @@ _RESUMABLE_CHANGES = {"epochs", "accelerator", "devices", "num_nodes", "strategy
                       "progress", "loggers", "log_every_n_steps", "eval_batch_size", "name"}
 
 
-def _settings(cfg: Config) -> dict:
-    """The config as flat ``key`` / ``task_options.key`` settings, without those that may
-    change on resume."""
-    data = cfg.to_dict()
-    options = data.pop("task_options")
-    flat = {k: v for k, v in data.items() if k not in _RESUMABLE_CHANGES}
-    flat.update({f"task_options.{k}": v for k, v in options.items()
-                 if k not in cfg.task_spec.resumable})
-    return flat
-
-
 def _check_resume(cfg: Config, saved: dict) -> None:
     try:
         saved_cfg = config_from_dict(saved, "the checkpoint's config")
     except ValueError as exc:
         raise ValueError(f"the run directory's checkpoint holds a config this fernn cannot read "
                          f"({exc}); train into a new --out directory") from None
-    current, before = _settings(cfg), _settings(saved_cfg)
-    changed = sorted(k for k in set(current) | set(before) if current.get(k) != before.get(k))
+    may_change = _RESUMABLE_CHANGES | {f"task_options.{k}" for k in cfg.task_spec.resumable}
+    changed = [k for k in changed_settings(saved_cfg, cfg) if k not in may_change]
     if changed:
         raise ValueError(
             f"the run directory holds a run with a different config ({', '.join(changed)} "
@@ -158,6 +147,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
     module = task.lightning_module(cfg)
     main = is_main_process()
     lock = RunLock(run_dir)
+    created = not run_dir.exists()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()  # one writer per run directory
@@ -167,6 +157,8 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
         return _fit(cfg, run_dir, resume, task, task_data, data, module, write_run_report)
     finally:
         lock.release()
+        if main and created and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # refused before anything was written: leave no empty directory
 
 
 def _check_devices(cfg: Config) -> None:
