@@ -334,12 +334,13 @@ def test_training_without_the_dataset_says_how_to_get_it(tmp_path):
 
 
 def test_a_fernn_classifier_learns_the_synthetic_actions(kth_root, tmp_path):
-    """Frames, labels and clips line up: 90 steps reach well above chance (1/6) on the test
-    persons, at every camera speed range."""
+    """Frames, labels and clips line up: 180 steps of the research model reach well above
+    chance (1/6) on the test persons, at every camera speed range (seeds 0, 1, 2: test
+    accuracy 0.54, 0.62, 0.58, every range ≥ 0.54)."""
     pytest.importorskip("lightning")
     from fernn.experiments import load_config, train
 
-    cfg = load_config("kth_tiny", [f"kth_root={kth_root}", "epochs=15", "steps_per_epoch=6",
+    cfg = load_config("kth_tiny", [f"kth_root={kth_root}", "epochs=30", "steps_per_epoch=6",
                                    "model_options.hidden_channels=8",
                                    "model_options.encoder_channels=[8, 8, 8]", "lr=3e-3"])
     metrics = train(cfg, tmp_path / "run")
