@@ -145,13 +145,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s), batch "
           f"{args.batch}, {args.frames} frames of {args.size}×{args.size}, {args.allocator} "
           f"allocator")
-    print("| model | parameters | micro-batch | step (s) | × 3D-CNN | GFLOP/s | matmul "
-          "(GFLOP/s) | / matmul | peak RSS (GiB) | 500 epochs (h) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | parameters | micro-batch | step (s) | × 3D-CNN | TFLOP / step | GFLOP/s | "
+          "matmul (GFLOP/s) | / matmul | peak RSS (GiB) | 500 epochs (h) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['step_s'] / base:.1f}×" if base else "—"
         print(f"| {r['model']} | {r['parameters']:,} | {r['micro_batch']} | {r['step_s']:.2f} | "
-              f"{ratio} | {r['gflops']:.1f} | {r['matmul_gflops']:.1f} | "
+              f"{ratio} | {r['flops'] / 1e12:.2f} | {r['gflops']:.1f} | {r['matmul_gflops']:.1f} | "
               f"{100 * r['peak_fraction']:.0f}% | {r['peak_rss_gib']:.2f} | "
               f"{r['hours_500_epochs']:.0f} |")
     if args.json:
