@@ -325,6 +325,19 @@ def test_kth_config_errors_are_clear(kth_root):
         assert cfg.lr == {"kth_cnn3d": 1e-3, "kth_grnn_plus": 1e-4}.get(name, 3e-4)
 
 
+@pytest.mark.parametrize("name,count", [("kth_grnn", 241_638), ("kth_grnn_plus", 242_263),
+                                        ("kth_fernn_v1", 241_638), ("kth_fernn_v2", 241_638)])
+def test_table2_configs_build_the_research_models(name, count):
+    """The shipped Table 2 recurrent rows are the research models (FERNN.md §5)."""
+    pytest.importorskip("lightning")
+    from fernn.experiments import load_config
+    from fernn.models import get_model
+
+    cfg = load_config(name)
+    model = get_model(cfg.model, **cfg.model_options)
+    assert sum(p.numel() for p in model.parameters()) == count
+
+
 def test_training_without_the_dataset_says_how_to_get_it(tmp_path):
     pytest.importorskip("lightning")
     from fernn.experiments import load_config, train
