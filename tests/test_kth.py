@@ -325,6 +325,20 @@ def test_kth_config_errors_are_clear(kth_root):
         assert cfg.lr == {"kth_cnn3d": 1e-3, "kth_grnn_plus": 1e-4}.get(name, 3e-4)
 
 
+@pytest.mark.parametrize("name,count", [("kth_grnn", 241_638), ("kth_grnn_plus", 242_263),
+                                        ("kth_fernn_v1", 241_638), ("kth_fernn_v2", 241_638),
+                                        ("kth_cnn3d", 208_598)])
+def test_table2_configs_build_the_research_models(name, count):
+    """The shipped Table 2 rows are the research models (FERNN.md §5)."""
+    pytest.importorskip("lightning")
+    from fernn.experiments import load_config
+    from fernn.models import get_model
+
+    cfg = load_config(name)
+    model = get_model(cfg.model, **cfg.model_options)
+    assert sum(p.numel() for p in model.parameters()) == count
+
+
 def test_training_without_the_dataset_says_how_to_get_it(tmp_path):
     pytest.importorskip("lightning")
     from fernn.experiments import load_config, train
@@ -334,12 +348,13 @@ def test_training_without_the_dataset_says_how_to_get_it(tmp_path):
 
 
 def test_a_fernn_classifier_learns_the_synthetic_actions(kth_root, tmp_path):
-    """Frames, labels and clips line up: 90 steps reach well above chance (1/6) on the test
-    persons, at every camera speed range."""
+    """Frames, labels and clips line up: 180 steps of the research model reach well above
+    chance (1/6) on the test persons, at every camera speed range (seeds 0, 1, 2: test
+    accuracy 0.54, 0.62, 0.58, every range ≥ 0.54)."""
     pytest.importorskip("lightning")
     from fernn.experiments import load_config, train
 
-    cfg = load_config("kth_tiny", [f"kth_root={kth_root}", "epochs=15", "steps_per_epoch=6",
+    cfg = load_config("kth_tiny", [f"kth_root={kth_root}", "epochs=30", "steps_per_epoch=6",
                                    "model_options.hidden_channels=8",
                                    "model_options.encoder_channels=[8, 8, 8]", "lr=3e-3"])
     metrics = train(cfg, tmp_path / "run")

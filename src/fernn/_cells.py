@@ -15,7 +15,9 @@ Because shifts commute with convolutions (circular padding), with pointwise maps
 with each other, all three satisfy the law of FERNN.md §3 exactly: if every input frame
 is moved, ``f'_t = S_{tν̂} f_t``, then ``h'_t(ν) = S_{tν̂} h_t(ν − ν̂)`` wherever
 ``ν − ν̂ ∈ V``. The input term ``U ⋆ f_t`` of a first layer is computed once and broadcast
-over V ("trivial lift"); a deeper layer reads the layer below velocity-wise.
+over V ("trivial lift"); a deeper layer reads the layer below velocity-wise. With
+``input_conv=False`` the cell has no U: its input *is* the input term (``U`` the identity),
+as in the research KTH classifier, whose frame encoder's output enters the recurrence.
 
 Replacing the fixed shift by a learned per-velocity kernel (:class:`LearnedTransport`)
 gives the G-RNN+ baseline: the same structure and cost, but not flow equivariant.
@@ -139,6 +141,12 @@ class FlowRNNCell(nn.Module):
         lifted_input: the input already has a V axis (a deeper layer); else it is
             broadcast over V.
         transport: ``"flow"`` (``S_ν``) or ``"learned"`` (G-RNN+).
+        input_conv: ``True`` (default): the input term is ``U ⋆ x``. ``False``: it is ``x``
+            itself (U the identity, no parameters, no bias), so ``x`` must already have
+            ``G·hidden_channels`` channels (per field's fibre for a lifted input) — e.g. the
+            output of a frame encoder that precedes the cell. The identity commutes with
+            every flow's action, so the law still holds. A first layer of a flow with a
+            fibre (rotations) needs its lifting convolution: ``False`` is refused there.
 
     Shapes:
         input term (:meth:`input_term`): ``(B, T, C_in, H, W)`` or ``(B, T, V, C_in, H, W)``
@@ -158,6 +166,7 @@ class FlowRNNCell(nn.Module):
         padding_mode: str = "circular",
         lifted_input: bool = False,
         transport: str = "flow",
+        input_conv: bool = True,
     ):
         super().__init__()
         if cell not in CELL_TYPES:
@@ -178,6 +187,27 @@ class FlowRNNCell(nn.Module):
             self.transport = LearnedTransport(flow, padding_mode)
         else:
             raise ValueError(f"transport must be 'flow' or 'learned', got {transport!r}")
+        gates = _GATES[cell]
+        if not isinstance(input_conv, bool):
+            raise TypeError(f"input_conv must be True or False, got {input_conv!r}")
+        if not input_conv:
+            if bias:
+                raise ValueError("bias=True needs an input convolution: with input_conv=False "
+                                 "the input term is the input itself (give bias=None or False)")
+            if in_channels != gates * hidden_channels:
+                raise ValueError(
+                    f"input_conv=False makes the input the input term, so in_channels must be "
+                    f"{gates}·hidden_channels = {gates * hidden_channels} for cell={cell!r}; "
+                    f"got in_channels={in_channels} (give input_conv=True, or an input with "
+                    f"{gates * hidden_channels} channels)"
+                )
+            if flow.fibre != 1 and not lifted_input:
+                raise ValueError(
+                    f"input_conv=False on a first layer needs a flow without a fibre; {flow!r} "
+                    f"lifts its input onto {flow.fibre} orientations with a lifting convolution "
+                    f"(give input_conv=True)"
+                )
+            bias = False
         if bias is None:
             bias = cell != "rnn"
 
@@ -187,11 +217,12 @@ class FlowRNNCell(nn.Module):
         self.hidden_channels = hidden_channels
         self.nonlinearity = nonlinearity
         self.lifted_input = lifted_input
-        gates = _GATES[cell]
+        self.input_conv = input_conv
         # The flow supplies convolutions that commute with its action: ordinary ones for
         # translations, C_N lifting/group convolutions for rotations.
-        self.conv_in = flow.make_conv(in_channels, gates * hidden_channels, kernel_size, bias,
-                                      padding_mode, input_on_group=lifted_input)  # U
+        self.conv_in = (flow.make_conv(in_channels, gates * hidden_channels, kernel_size, bias,
+                                       padding_mode, input_on_group=lifted_input)
+                        if input_conv else nn.Identity())  # U
         self.conv_hid = flow.make_conv(hidden_channels, gates * hidden_channels, kernel_size,
                                        False, padding_mode, input_on_group=True)  # W
         self._phi = NONLINEARITIES[nonlinearity]
@@ -264,10 +295,11 @@ class FlowRNNCell(nn.Module):
         return (
             f"cell={self.cell!r}, nonlinearity={self.nonlinearity!r}, "
             f"lifted_input={self.lifted_input}"
+            + ("" if self.input_conv else ", input_conv=False")
         )
 
     def input_term(self, x: Tensor) -> Tensor:
-        """``U ⋆ x`` for every frame at once.
+        """``U ⋆ x`` for every frame at once (``x`` itself with ``input_conv=False``).
 
         Shapes: ``(B, T, C_in, H, W)`` → ``(B, T, 1, G·C_h, H, W)`` (shared by all ν), or,
         with ``lifted_input``, ``(B, T, V, C_in, H, W)`` → ``(B, T, V, G·C_h, H, W)``.

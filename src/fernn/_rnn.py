@@ -65,6 +65,10 @@ class FlowRNN(nn.Module):
         num_layers: depth of the stack.
         dropout: dropout on each layer's output before the next layer (not after the
             last); identity in eval mode, where the law is exact.
+        input_conv: layer 1's input convolution U (default). ``False``: layer 1 has none and
+            its input is its input term, so the sequence must have ``G·hidden_channels``
+            channels (e.g. a frame encoder's output, as in the research KTH classifier);
+            deeper layers keep their U. See :class:`FlowRNNCell`.
         checkpoint_every: activation checkpointing over time: keep only the state at every
             ``k``-th frame and recompute the frames between in the backward pass (0: off).
             Same outputs and gradients; less memory for some more compute.
@@ -100,6 +104,7 @@ class FlowRNN(nn.Module):
         dropout: float = 0.0,
         transport: str = "flow",
         checkpoint_every: int = 0,
+        input_conv: bool = True,
     ):
         super().__init__()
         in_channels = positive_int(in_channels, "in_channels")
@@ -127,6 +132,7 @@ class FlowRNN(nn.Module):
                 padding_mode=padding_mode,
                 lifted_input=layer > 0,
                 transport=transport,
+                input_conv=input_conv or layer > 0,
             )
             for layer in range(num_layers)
         )
