@@ -4,11 +4,17 @@ KTH clips, ...) lives in its module under :mod:`fernn.experiments.tasks`."""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["SequenceBatches", "BatchData", "load_task_data", "describe_data", "VAL_SEED_OFFSET"]
+from ..data import DigitBank, load_digits
+
+__all__ = ["SequenceBatches", "BatchData", "Banks", "load_banks", "load_task_data", "describe_data",
+           "VAL_SEED_OFFSET"]
 
 VAL_SEED_OFFSET = 4_000_003
 
@@ -84,6 +90,32 @@ class BatchData(L.LightningDataModule):
 
     def val_dataloader(self):
         return self._loader(self.val_set)
+
+
+@dataclass(frozen=True)
+class Banks:
+    """The train / val / test digit banks of a digit-based task."""
+
+    train: DigitBank
+    val: DigitBank
+    test: DigitBank
+
+    @property
+    def source(self) -> str:
+        return self.train.source
+
+
+def load_banks(options) -> Banks:
+    """The train/val/test digit banks of task options with ``digits``, ``data_root`` and
+    ``digits_fallback`` (one announcement of a fallback for the three parts)."""
+    with warnings.catch_warnings():
+        banks = {}
+        for index, part in enumerate(("train", "val", "test")):
+            if index:
+                warnings.simplefilter("ignore")
+            banks[part] = load_digits(options.digits, part, root=options.data_root,
+                                      fallback=options.digits_fallback)
+    return Banks(**banks)
 
 
 def load_task_data(cfg, progress: bool = True):

@@ -10,7 +10,6 @@ per fixed velocity (velocity generalisation: the grid ``{-r..r}²`` of translati
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._flows import RotationFlow2D, TranslationFlow2D
-from ...data import DIGIT_SOURCES, DigitBank, FlowingMNIST, load_digits
+from ...data import DIGIT_SOURCES, DigitBank, FlowingMNIST
 from ...models import NextStepPredictor
-from .._data import VAL_SEED_OFFSET, BatchData, SequenceBatches
+from .._data import VAL_SEED_OFFSET, Banks, BatchData, SequenceBatches, load_banks
 from .._evaluate import LENGTH_SEED_OFFSET, TEST_SEED_OFFSET, VELOCITY_SEED_OFFSET
 from .._modules import TaskModule
 from .._plots import frame_strip, learning_curves, length_curves, save_gif, velocity_curves, velocity_heatmap
 from .._report import file_slugs, fmt_mse, read_learning_curves, report_link, save_figure
 from . import Task, TaskOptions, register_task
 
-__all__ = ["NextStepOptions", "NextStepTask", "NextStepModule", "FlowingMNISTData", "Banks",
-           "load_banks", "flowing", "rollout_errors", "evaluate_model"]
+__all__ = ["NextStepOptions", "NextStepTask", "NextStepModule", "FlowingMNISTData", "flowing",
+           "rollout_errors", "evaluate_model"]
 
 
 @dataclass
@@ -82,31 +81,6 @@ class NextStepOptions(TaskOptions):
 
 
 # -- data ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Banks:
-    train: DigitBank
-    val: DigitBank
-    test: DigitBank
-
-    @property
-    def source(self) -> str:
-        return self.train.source
-
-
-def load_banks(cfg) -> Banks:
-    """The train/val/test digit banks of the config's ``digits`` (with its fallback)."""
-    opts = cfg.task_options
-    with warnings.catch_warnings():
-        # One announcement for the three parts, made by the first.
-        banks = {}
-        for index, part in enumerate(("train", "val", "test")):
-            if index:
-                warnings.simplefilter("ignore")
-            banks[part] = load_digits(opts.digits, part, root=opts.data_root,
-                                      fallback=opts.digits_fallback)
-    return Banks(**banks)
-
-
 def flowing(cfg, bank: DigitBank, *, seed: int, seq_len: int, num_sequences: int,
             velocities=None, max_speed: int | None = None) -> FlowingMNIST:
     """A Flowing (or Rotating) MNIST set of the config's geometry; velocities from its
@@ -287,7 +261,7 @@ class NextStepTask(Task):
             raise ValueError("the frames have one channel: model_options.in_channels=1")
 
     def load_data(self, cfg, progress: bool = True) -> Banks:
-        return load_banks(cfg)
+        return load_banks(cfg.task_options)
 
     def describe_data(self, cfg, data: Banks) -> str:
         return f"digits '{data.source}'"
