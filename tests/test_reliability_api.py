@@ -362,7 +362,7 @@ def _forwards():
     rnn = FlowRNN(1, 2, FLOW)
     predictor = get_model("fernn_predictor", hidden_channels=2, max_speed=1)
     classifier = get_model("fernn_classifier", hidden_channels=2, max_speed=1,
-                           encoder_channels=(3,))
+                           encoder_channels=(3, 2))
     return [
         ("FlowRNN", rnn, lambda m, x: m(x), (2, 3, 1, 8, 8)),
         ("FlowRNNCell", FlowRNNCell(1, 2, FLOW), lambda m, x: m(x), (2, 1, 8, 8)),
@@ -459,7 +459,7 @@ def test_what_must_keep_working():
         assert predictor.rnn(x.bfloat16())[0].dtype == torch.bfloat16
         with pytest.raises(TypeError, match=r"x has dtype torch.float64.*x\.float\(\)"):
             predictor(x.double(), 2)
-    clf = get_model("fernn_classifier", hidden_channels=2, max_speed=1, encoder_channels=(3,))
+    clf = get_model("fernn_classifier", hidden_channels=2, max_speed=1, encoder_channels=(3, 2))
     assert clf.double()(x.double()).dtype == torch.float64
 
 
