@@ -9,6 +9,11 @@ predicted frames and per-step curves of a longer rollout (``--long`` frames).
 
     FERNN_DATA=/work/shared/data python benchmarks/world_learning.py --json out.json
     python benchmarks/world_learning.py --steps 50 --long 40      # a quick look
+    python benchmarks/world_learning.py --save outdir   # + weights, error curves, GIFs
+
+``--save DIR`` writes each model's weights (``<label>.pt``), the per-step error curves of
+the long rollout (``long_mse.png``), and for the first model a rollout GIF (true view |
+prediction) and a memory GIF (world | decoded map, the view window drawn) of one test clip.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +68,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--save", default=None, help="directory for weights and pictures")
     args = parser.parse_args()
+    save = Path(args.save) if args.save else None
+    if save:
+        save.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     train_bank = load_digits("mnist-test-split", "train")
     test_bank = load_digits("mnist-test-split", "test")
@@ -85,7 +95,7 @@ def main() -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if step % 50 == 0 or step == args.steps - 1:
                 print(f"{label}: step {step} loss {loss.item():.4f} "
                       f"({time.perf_counter() - began:.0f} s)", flush=True)
@@ -102,6 +112,10 @@ def main() -> None:
             "long_ssim_per_step": longer["ssim"].tolist(),
             "long_mse": longer["mse_pooled"],
         }
+        if save:
+            torch.save(model.state_dict(), save / f"{label.replace(' ', '_')}.pt")
+            if len(results["models"]) == 1:
+                pictures(model, long, save, args.long)
         print(f"{label}: test MSE {short['mse_pooled']:.4f} (12 steps), "
               f"{args.long}-step MSE {longer['mse_pooled']:.4f}, trained in {train_s:.0f} s",
               flush=True)
@@ -117,6 +131,26 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    if save:
+        from fernn._world_plots import error_curves
+
+        curves = {k: v["long_mse_per_step"] for k, v in results["models"].items()}
+        error_curves(curves, trained=12).savefig(save / "long_mse.png", dpi=120)
+
+
+def pictures(model, ds, save: Path, predicted: int) -> None:
+    """A rollout GIF and a memory GIF of the first clip of ``ds``."""
+    from fernn._world_plots import save_memory_gif, save_rollout_gif
+    from fernn.models import to_world
+
+    clip = ds.batch([0], extras=True)
+    views, actions, _ = split(clip)
+    with torch.no_grad():
+        mem = model.memory(views, actions, predicted, frame="allocentric")
+    save_rollout_gif(save / "rollout.gif", clip["views"][0], mem["predictions"][0], 24)
+    save_memory_gif(save / "memory.gif", clip["world"][0],
+                    to_world(mem["decoded"][0], model.view_size), clip["centres"][0],
+                    model.view_size)
 
 
 if __name__ == "__main__":
