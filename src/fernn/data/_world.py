@@ -297,9 +297,9 @@ class MNISTWorld(Dataset):
             line = (torch.arange(B, device=centres.device)[:, None, None] * K + k) * (h + 1) + ly
             pixels = windows[line, local[..., 1:2]]  # (B, T, size, size)
             if out is None:
-                out = pixels.clone() if pixels.dtype == torch.uint8 else pixels
+                out = pixels  # a fresh tensor (advanced indexing copies)
             elif out.dtype == torch.uint8:  # saturating add: min(out, 255 − p) + p
-                room = 255 - pixels
+                room = pixels.bitwise_not()  # 255 − p
                 out = torch.minimum(out, room, out=room).add_(pixels)
             else:
                 out.add_(pixels)
