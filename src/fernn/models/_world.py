@@ -286,6 +286,9 @@ class WorldModel(nn.Module):
         ``frame`` (default: the model's): ``"egocentric"`` — the view's window is the
         map's top-left ``w×w`` corner; ``"allocentric"`` — ``A_t = S_{o_t} s_t``, fixed to
         the world: map pixel p shows world pixel ``p + c_0 − w//2`` (:func:`to_world`).
+
+        Every state is kept: ``(T + pred_len)·|V|·C_h·N²`` values per clip (3.2 GB in float32
+        for one 50 + 150-frame clip of the paper's model): use it on a few clips.
         """
         frame = self.frame if frame is None else frame
         if frame not in FRAMES:
