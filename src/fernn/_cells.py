@@ -64,9 +64,10 @@ class FlowTransport(nn.Module):
         self.flow = flow
         self.padding_mode = padding_mode
 
-    def forward(self, h: Tensor, pad: int = 0) -> Tensor:
-        """``S_ν h``, padded by ``pad`` per side (see :meth:`Flow.move_hidden`)."""
-        return self.flow.move_hidden(h, padding_mode=self.padding_mode, pad=pad)
+    def forward(self, h: Tensor, pad: int = 0, offset: Tensor | None = None) -> Tensor:
+        """``S_ν h`` (``S_{ν + d_b}`` with an ``offset`` ``(B, 2)``), padded by ``pad`` per
+        side (see :meth:`Flow.move_hidden`)."""
+        return self.flow.move_hidden(h, padding_mode=self.padding_mode, pad=pad, offset=offset)
 
     def extra_repr(self) -> str:
         return f"{self.flow!r}, padding_mode={self.padding_mode!r}"
@@ -105,7 +106,9 @@ class LearnedTransport(nn.Module):
             )
         self.kernel = nn.Parameter(torch.randn(len(flow), k, k) / k)  # (V, k, k)
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor, offset: Tensor | None = None) -> Tensor:
+        if offset is not None:
+            raise ValueError("a learned transport takes no self-motion offset (offset=None)")
         B, V, C, H, W = h.shape
         k = self.kernel.shape[-1]
         x = h.reshape(B, V * C, H, W)  # 'b v c h w -> b (v c) h w'
@@ -327,13 +330,20 @@ class FlowRNNCell(nn.Module):
         return expanded() if expanded is not None else None
 
     def run_sequence(self, u: Tensor, state, keep: bool = True, zero_state: bool = False,
-                     hidden_weight: Tensor | None = None):
+                     hidden_weight: Tensor | None = None, offsets: Tensor | None = None):
         """Step through all frames of ``u`` ``(B, T, 1 or V, G·C_h, H, W)`` from ``state``.
 
         Returns the states after each frame ``(B, T, V, C_h, H, W)`` (None unless ``keep``)
         and the final state. ``zero_state`` says that ``state`` is all zeros (the fast path
-        then skips the first frame's convolution).
+        then skips the first frame's convolution). ``offsets`` ``(B, T, 2)``: frame t's
+        transport is ``S_{ν + d_{b,t}}`` (see :meth:`Flow.move_hidden`).
         """
+        if offsets is not None:
+            offsets = torch.as_tensor(offsets, device=u.device)
+            if offsets.shape != (u.shape[0], u.shape[1], 2) or offsets.dtype.is_floating_point:
+                raise ValueError(f"offsets must be integer (B, T, 2) = ({u.shape[0]}, "
+                                 f"{u.shape[1]}, 2); got {tuple(offsets.shape)} {offsets.dtype}")
+            offsets = offsets.long()
         # Under torch.compile the plain path is traced instead (inductor fuses it; the fast
         # path's buffers written with out= do not trace).
         if (self._fused_sequence and (keep or torch.is_grad_enabled())
@@ -350,18 +360,22 @@ class FlowRNNCell(nn.Module):
                 plain_dtype = torch.autocast(device, enabled=False)
             with plain_dtype:
                 out = VanillaRecurrence.apply(u, h0, weight, self.flow.hidden_shifts(u.device),
-                                              self.nonlinearity, keep)
+                                              self.nonlinearity, keep, offsets)
             return (out, out[:, -1]) if keep else (None, out)
         outputs = []
         for t in range(u.shape[1]):
-            state = self.step(u[:, t], state, hidden_weight)
+            state = self.step(u[:, t], state, hidden_weight,
+                              None if offsets is None else offsets[:, t])
             if keep:
                 outputs.append(state[0] if self.cell == "lstm" else state)
         return (torch.stack(outputs, dim=1) if keep else None), state
 
-    def step(self, u: Tensor, state, hidden_weight: Tensor | None = None):
+    def step(self, u: Tensor, state, hidden_weight: Tensor | None = None,
+             offset: Tensor | None = None):
         """Advance one frame given its precomputed input term ``u`` ``(B, 1 or V, G·C_h, H, W)``
-        (and, optionally, :meth:`hidden_weight`)."""
+        (and, optionally, :meth:`hidden_weight`; ``offset`` ``(B, 2)``: the transport is
+        ``S_{ν + d_b}``)."""
+        moved = {} if offset is None else {"offset": offset}
         if self.cell == "lstm":
             h_prev, c_prev = state
         else:
@@ -369,12 +383,12 @@ class FlowRNNCell(nn.Module):
         B, V, C, H, W = h_prev.shape
         if self.fused_padding:
             p = self.conv_hid.padding[0]
-            hp = self.transport(h_prev, pad=p)  # S_ν h_{t-1}(ν), padded: (B, V, C, H+2p, W+2p)
+            hp = self.transport(h_prev, pad=p, **moved)  # S_ν h_{t-1}(ν), padded
             a = F.conv2d(hp.view(B * V, C, H + 2 * p, W + 2 * p), self.conv_hid.weight,
                          self.conv_hid.bias)
             hs = hp[..., p : p + H, p : p + W]  # S_ν h_{t-1}(ν), a view
         else:
-            hs = self.transport(h_prev)  # S_ν h_{t-1}(ν): (B, V, C, H, W)
+            hs = self.transport(h_prev, **moved)  # S_ν h_{t-1}(ν): (B, V, C, H, W)
             hs_flat = hs.reshape(B * V, C, H, W)  # 'b v c h w -> (b v) c h w'
             # With a prebuilt kernel (C_N convolutions) the inner call skips the input
             # checks of the public forward: hs_flat is the cell's own state.
@@ -391,7 +405,7 @@ class FlowRNNCell(nn.Module):
             n = self._phi(un + r * an)
             return torch.lerp(n, hs, z)  # (1 − z) ⊙ n + z ⊙ S_ν h
         i, f, g, o = (u + a).chunk(4, dim=2)
-        cs = self.transport(c_prev)  # S_ν c_{t-1}(ν)
+        cs = self.transport(c_prev, **moved)  # S_ν c_{t-1}(ν)
         c = torch.sigmoid(f) * cs + torch.sigmoid(i) * self._phi(g)
         h = torch.sigmoid(o) * self._phi(c)
         return h, c

@@ -166,13 +166,18 @@ class Flow(abc.ABC):
         """
 
     @abc.abstractmethod
-    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0) -> Tensor:
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0,
+                    offset: Tensor | None = None) -> Tensor:
         """One step of every velocity slice along its own flow: ``out[:, i] = ψ_1(ν_i) h[:, i]``,
         padded by ``pad`` pixels per side the ``padding_mode`` way (the input of a
         ``padding=0`` convolution; translations do both in one gather).
 
+        ``offset`` ``(B, 2)`` (translations only): also move sample b by ``d_b``, in the
+        same gather: ``out[b, i] = S_{ν_i + d_b} h[b, i]`` (an observer's own motion,
+        ``d = −a``).
+
         Shapes: h ``(B, V, C, H, W)``; returns ``(B, V, C, H + 2·pad, W + 2·pad)``.
-        Differentiable, batched over V.
+        Differentiable, batched over V (and over the batch when there is an offset).
         """
 
     @abc.abstractmethod
@@ -340,10 +345,18 @@ class TranslationFlow2D(Flow):
         ``(B, V, C, H, W)``: ``(1, V, 1, 2)`` integers."""
         return self.velocities.to(device)[None, :, None]
 
-    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0) -> Tensor:
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0,
+                    offset: Tensor | None = None) -> Tensor:
         circular = _check_padding_mode(padding_mode)
         _check_lifted(h, len(self))
-        return roll2d(h, self.hidden_shifts(h.device), circular=circular, pad=pad)
+        shifts = self.hidden_shifts(h.device)  # (1, V, 1, 2)
+        if offset is not None:
+            offset = torch.as_tensor(offset, device=h.device)
+            if offset.shape != (h.shape[0], 2) or offset.dtype.is_floating_point:
+                raise ValueError(f"move_hidden offset must be integer (B={h.shape[0]}, 2); got "
+                                 f"{tuple(offset.shape)} {offset.dtype}")
+            shifts = shifts + offset.long()[:, None, None, :]  # (B, V, 1, 2): one gather
+        return roll2d(h, shifts, circular=circular, pad=pad)
 
     def move_lifted(self, h: Tensor, velocity, time: Tensor | int) -> Tensor:
         v = torch.tensor(self._key(velocity), device=h.device)  # (2,)
@@ -490,7 +503,11 @@ class RotationFlow2D(Flow):
         t = torch.arange(start, start + T, device=x.device, dtype=torch.float64)
         return rotate(x, w[:, None] * t[None, :])
 
-    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0) -> Tensor:
+    def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0,
+                    offset: Tensor | None = None) -> Tensor:
+        if offset is not None:
+            raise ValueError("a per-sample offset (self-motion) is defined for translation "
+                             "flows; RotationFlow2D.move_hidden takes offset=None")
         circular = _check_padding_mode(padding_mode)
         _check_lifted(h, len(self))
         angles = self.velocities.to(h.device)[None, :]  # (1, V)

@@ -78,6 +78,26 @@ def batch_chunks(batch: int, item_bytes: int, device: torch.device) -> list[slic
     return [slice(start, min(start + rows, batch)) for start in range(0, batch, rows)]
 
 
+class _FrameIndex:
+    """The padded gather index of the transport into frame t: one index for every frame
+    (the flow's shifts ``(1, V, 1, 2)``), or, with per-frame ``offsets`` ``(B, T, 2)``, the
+    index of ``S_{ν + d_{b,t}}`` for the rows of a batch chunk, built when asked for.
+    ``adjoint``: the inverse shift (the backward pass)."""
+
+    def __init__(self, shifts: Tensor, offsets: Tensor | None, H: int, W: int, p: int,
+                 adjoint: bool = False):
+        self.sign = -1 if adjoint else 1
+        self.shifts, self.offsets, self.H, self.W, self.p = shifts, offsets, H, W, p
+        self.fixed = (flat_index(self.sign * shifts, H, W, True, p) if offsets is None
+                      else None)
+
+    def __call__(self, rows: slice, t: int) -> Tensor:
+        if self.fixed is not None:
+            return self.fixed
+        total = self.shifts + self.offsets[rows, t][:, None, None, :]  # (n, V, 1, 2)
+        return flat_index(self.sign * total, self.H, self.W, True, self.p)
+
+
 class VanillaRecurrence(torch.autograd.Function):
     """``out[:, t] = σ(u[:, t] + W ⋆ roll(out[:, t-1]))`` for all t, with ``out[:, -1] = h0``.
 
@@ -89,6 +109,10 @@ class VanillaRecurrence(torch.autograd.Function):
         nonlinearity: a key of :data:`RECURRENCE_NONLINEARITIES`.
         keep: return every state (else only the last: its backward then needs no zero
             gradient for the others).
+        offsets: optional ``(B, T, 2)`` integer displacement added to every velocity's
+            shift at frame t of sequence b: the transport is then ``S_{ν + d_{b,t}}``
+            (an observer's own motion, ``d = −a``: the world model). Still one gather per
+            frame over (sample, velocity); its index is built per frame.
 
     Returns the states ``(B, T, V, C, H, W)``, or the last ``(B, V, C, H, W)``. Circular
     padding only. Only the states are kept for the backward pass: the shifted, padded
@@ -100,13 +124,13 @@ class VanillaRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, h0: Tensor | None, weight: Tensor, shifts: Tensor,  # type: ignore[override]
-                nonlinearity: str, keep: bool = True) -> Tensor:
+                nonlinearity: str, keep: bool = True, offsets: Tensor | None = None) -> Tensor:
         act, _ = _ACTIVATIONS[nonlinearity]
         B, T, _, C, H, W = u.shape
         V = shifts.shape[1]
         p = weight.shape[-1] // 2
         size = (H + 2 * p, W + 2 * p)
-        index = flat_index(shifts, H, W, True, p)
+        index = _FrameIndex(shifts, offsets, H, W, p)
         # The states: one tensor when all are returned, else one per frame, so that the
         # returned last state holds no others (a checkpointed segment then frees them).
         out = u.new_empty(B, T, V, C, H, W) if keep else None
@@ -121,7 +145,7 @@ class VanillaRecurrence(torch.autograd.Function):
                 if h is None:
                     new.copy_(u[rows, t])  # W ⋆ 0 = 0
                 else:
-                    gather_flat(h, index, size, True, out=hp[:n])
+                    gather_flat(h, index(rows, t), size, True, out=hp[:n])
                     torch.add(_correlate(hp[:n], weight), u[rows, t], out=new)
                 h = act(new)
         ctx.nonlinearity = nonlinearity
@@ -129,14 +153,16 @@ class VanillaRecurrence(torch.autograd.Function):
         ctx.zero_start = h0 is None
         ctx.keep = keep
         ctx.frames = T
-        ctx.save_for_backward(weight, shifts, *([] if h0 is None else [h0]),
-                              *([out] if keep else frames))
+        ctx.offsets = offsets is not None
+        ctx.save_for_backward(weight, shifts, *([] if offsets is None else [offsets]),
+                              *([] if h0 is None else [h0]), *([out] if keep else frames))
         return out if keep else frames[-1]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         weight, shifts, *saved = ctx.saved_tensors
+        offsets = saved.pop(0) if ctx.offsets else None
         h0 = None if ctx.zero_start else saved.pop(0)
         frames = saved[0].unbind(1) if ctx.keep else saved
         _, dact = _ACTIVATIONS[ctx.nonlinearity]
@@ -146,8 +172,8 @@ class VanillaRecurrence(torch.autograd.Function):
         p = weight.shape[-1] // 2
         size = (H + 2 * p, W + 2 * p)
         first = 1 if ctx.zero_start else 0  # the first frame with a convolution
-        forward_index = flat_index(shifts, H, W, True, p)  # S_ν, padded: rebuilds W's input
-        adjoint_index = flat_index(-shifts, H, W, True, p)  # S_{-ν}, padded
+        forward_index = _FrameIndex(shifts, offsets, H, W, p)  # S_ν, padded: W's input
+        adjoint_index = _FrameIndex(shifts, offsets, H, W, p, adjoint=True)  # S_{-ν}, padded
         flipped = weight.flip(-2, -1).transpose(0, 1).contiguous()  # W̃: the adjoint's kernel
         like = frames[0]
         grad_u = like.new_empty(B, T, V if ctx.lifted else 1, C, H, W) if need_u else None
@@ -179,14 +205,15 @@ class VanillaRecurrence(torch.autograd.Function):
                     break  # frame 0 from a zero state: no convolution to differentiate
                 if grad_w is not None:
                     prev = frames[t - 1][rows] if t > 0 else h0[rows]
-                    gather_flat(prev, forward_index, size, True, out=pad)
+                    gather_flat(prev, forward_index(rows, t), size, True, out=pad)
                     grad_w += _aten.convolution_backward(
                         gz.view(n * V, C, H, W), pad.view(n * V, C, *size), weight, None,
                         [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1]
                 if t == 0 and not need_h0:
                     break
                 # ∂L/∂h_{t-1}(ν) = W̃ ⋆ S_{-ν} gz(ν): the forward's gather and convolution.
-                back = _correlate(gather_flat(gz, adjoint_index, size, True, out=pad), flipped)
+                back = _correlate(gather_flat(gz, adjoint_index(rows, t), size, True, out=pad),
+                                  flipped)
                 if t == 0:
                     if grad_h0 is None:
                         grad_h0 = back
@@ -195,4 +222,4 @@ class VanillaRecurrence(torch.autograd.Function):
                     break
                 more = outside(rows, t - 1)
                 g = back if more is None else back.add_(more)
-        return grad_u, grad_h0, grad_w, None, None, None
+        return grad_u, grad_h0, grad_w, None, None, None, None

@@ -175,11 +175,14 @@ class FlowRNN(nn.Module):
             return stack_layers([h for h, _ in states]), stack_layers([c for _, c in states])
         return stack_layers(states)
 
-    def _run_layer(self, layer, u: Tensor, state, keep: bool, zero_state: bool):
+    def _run_layer(self, layer, u: Tensor, state, keep: bool, zero_state: bool,
+                   offsets: Tensor | None = None):
+        """One layer through the input terms ``u`` ``(B, T, 1 or V, G·C_h, H, W)`` (with
+        per-frame transport ``offsets`` ``(B, T, 2)``), checkpointed over time if asked."""
         k = self.checkpoint_every
         weight = layer.hidden_weight()  # built once for all frames (None for plain convs)
         if not k or not torch.is_grad_enabled() or u.shape[1] <= k:
-            return layer.run_sequence(u, state, keep, zero_state, weight)
+            return layer.run_sequence(u, state, keep, zero_state, weight, offsets)
         from torch.utils.checkpoint import checkpoint
 
         pieces = []
@@ -187,13 +190,14 @@ class FlowRNN(nn.Module):
         B, H, W = u.shape[0], u.shape[-2], u.shape[-1]
         for start in range(0, u.shape[1], k):
             seg = u[:, start : start + k]
+            seg_offsets = None if offsets is None else offsets[:, start : start + k]
             zero = zero_state and not start
             # A zero state is made again inside rather than kept as the segment's input.
             carried = () if zero else flat_state(state, lstm)
 
-            def run(seg, weight, *flat, layer=layer, keep=keep, zero=zero):
+            def run(seg, weight, *flat, layer=layer, keep=keep, zero=zero, off=seg_offsets):
                 st = unflat_state(flat, lstm) if flat else layer.initial_state(B, H, W, seg)
-                out, st = layer.run_sequence(seg, st, keep, zero, weight)
+                out, st = layer.run_sequence(seg, st, keep, zero, weight, off)
                 return (out, *flat_state(st, lstm)) if keep else flat_state(st, lstm)
 
             result = checkpoint(run, seg, weight, *carried, use_reentrant=False)
@@ -203,7 +207,11 @@ class FlowRNN(nn.Module):
             state = unflat_state(result, lstm)
         return (torch.cat(pieces, dim=1) if keep else None), state
 
-    def forward(self, x: Tensor, state=None, return_sequence: bool = True):
+    def forward(self, x: Tensor, state=None, return_sequence: bool = True,
+                offsets: Tensor | None = None):
+        """Run the stack over ``x``; ``offsets`` ``(B, T, 2)`` (translation flows): every
+        layer's transport into frame t is ``S_{ν + d_{b,t}}`` — an observer moving by
+        ``a = −d`` (the world model's self-motion shift)."""
         self._check_input(x)
         zero_state = state is None  # lets a fast path skip W ⋆ 0 on the first frame
         states = self._split_state(state, x)
@@ -215,5 +223,5 @@ class FlowRNN(nn.Module):
             u = layer.input_term(layer_input)  # (B, T, 1 or V, G·C_h, H, W), all frames at once
             keep = return_sequence or index < last
             layer_input, states[index] = self._run_layer(layer, u, states[index], keep,
-                                                         zero_state)
+                                                         zero_state, offsets)
         return layer_input, self._stack_state(states)

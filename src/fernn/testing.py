@@ -25,6 +25,26 @@ Example::
 
     from fernn.testing import assert_flow_equivariant
     assert_flow_equivariant(rnn, flow, torch.rand(2, 6, 1, 16, 16))   # every ν̂ of V
+
+World models (FLOWM.md §3) have their own relations, checked on the memory map by
+:func:`world_model_equivariance_error` / :func:`assert_world_model_equivariant`:
+
+- ``"flow"`` (fully observed, N = w): frames ``f'_t = S_{tν̂} f_t``, same actions ⇒
+  ``s'_t(ν) = S_{tν̂} s_t(ν − ν̂)`` (the FERNN law, on the context);
+- ``"camera"`` (fully observed): the camera path shifted, ``c'_t = c_t + δ_t`` (views
+  ``S_{−δ_t} f_t``, actions ``a_t + δ_t − δ_{t−1}``) ⇒ ``s'_t = S_{−δ_t} s_t`` and the
+  predictions move alike, through the rollout (δ constant there);
+- ``"tracking"`` (any world): every digit given an extra velocity ν̂ and the camera moving
+  with it, ``a'_t = a_t + ν̂``: identical views ⇒ ``s'_t(ν) = s_t(ν − ν̂)`` (a relabelling of V);
+- ``"egocentric"``: the allocentric implementation (world-fixed map, moving windows) gives
+  the same predictions and, moved back by ``o_t = c_t − c_0``, the same map.
+
+A world model for these checks is a module with ``flow``, ``world_size``, ``view_size``,
+a settable ``frame`` (``"egocentric"``/``"allocentric"``, for the last relation) and
+``memory(views, actions, pred_len, frame="egocentric", decode=False)`` returning a dict
+with ``"states"`` ``(B, T + pred_len, V, C, N, N)`` and ``"predictions"``, as
+:class:`fernn.models.WorldModel` does. A model with V = {0} has no partner slices: its
+maps are then compared V-pooled (max), ``compare="pooled"``.
 """
 
 from __future__ import annotations
@@ -41,7 +61,10 @@ from torch import Tensor, nn
 from ._checks import check_tensor
 from ._flows import Flow
 
-__all__ = ["EquivarianceReport", "flow_equivariance_error", "assert_flow_equivariant"]
+__all__ = ["EquivarianceReport", "flow_equivariance_error", "assert_flow_equivariant",
+           "WORLD_RELATIONS", "world_model_equivariance_error", "assert_world_model_equivariant"]
+
+WORLD_RELATIONS = ("flow", "camera", "tracking", "egocentric")
 
 _OUTPUT_KINDS = ("lifted", "frames")
 
@@ -62,6 +85,7 @@ class EquivarianceReport:
         dtype: the dtype the check ran in.
         nonfinite: how many values of the two outputs (of ``x`` and of the moved ``x``)
             are NaN or infinite; then ``max_error`` is NaN or inf and the check fails.
+        relation: for world models, which relation of FLOWM.md §3 (empty otherwise).
     """
 
     velocity: object
@@ -73,6 +97,7 @@ class EquivarianceReport:
     scale: float = 0.0
     dtype: torch.dtype = torch.float64
     nonfinite: int = 0
+    relation: str = ""
 
     @property
     def finite(self) -> bool:
@@ -91,6 +116,7 @@ class EquivarianceReport:
         finite = {v: e for v, e in self.per_velocity.items() if math.isfinite(e)}
         worst = max(finite, key=finite.get) if finite else None
         text = (
+            f"{self.relation + ' ' if self.relation else ''}"
             f"ν̂={self.velocity}: max relative error {self.max_error:.3e}, "
             f"relative L2 {self.rel_l2:.3e} ({self.dtype})"
         )
@@ -260,4 +286,207 @@ def assert_flow_equivariant(
         worst = max(failed, key=lambda r: (not r.finite,
                                            r.max_error if r.finite else math.inf))
         raise AssertionError(f"not flow equivariant within rtol={rtol:g}: {worst}")
+    return reports
+
+
+# -- world models (FLOWM.md §3) -----------------------------------------------------------
+def _world_memory(model, views: Tensor, actions: Tensor, pred_len: int) -> dict:
+    with torch.no_grad():
+        out = model.memory(views, actions, pred_len, frame="egocentric", decode=False)
+    return {"states": out["states"], "predictions": out["predictions"]}
+
+
+def _compare(pairs, dtype, relation, velocity, per_velocity=None, unmatched=()):
+    """A report from (actual, expected) tensor pairs, all ``(B, T, ...)``, one scale."""
+    scale = max(float(e.abs().max()) if e.numel() else 0.0 for _, e in pairs)
+    denom = scale if scale > 0 else 1.0
+    steps = max(a.shape[1] for a, _ in pairs)
+    per_step = torch.zeros(steps, dtype=torch.float64)
+    worst, sq, norm, nonfinite = 0.0, 0.0, 0.0, 0
+    for actual, expected in pairs:
+        if not expected.numel():
+            continue
+        nonfinite += int((~torch.isfinite(actual)).sum()) + int((~torch.isfinite(expected)).sum())
+        diff = (actual - expected).double()
+        err = diff.abs().flatten(2).amax(dim=(0, 2)) / denom  # (T,)
+        per_step[: len(err)] = torch.maximum(per_step[: len(err)], err.cpu())
+        worst = max(worst, float(err.max()))
+        sq += float(diff.pow(2).sum())
+        norm += float(expected.double().pow(2).sum())
+    rel = (sq ** 0.5) / (norm ** 0.5) if norm > 0 else sq ** 0.5
+    if nonfinite:  # NaN never compares greater: say so instead of reporting 0
+        worst = rel = math.nan
+    return EquivarianceReport(velocity=velocity, max_error=worst, rel_l2=rel, nonfinite=nonfinite,
+                              per_velocity=per_velocity or {}, per_step=tuple(per_step.tolist()),
+                              unmatched=tuple(unmatched), scale=scale, dtype=dtype,
+                              relation=relation)
+
+
+def _lifted_pairs(flow: Flow, actual: Tensor, base: Tensor, nu, move, compare: str):
+    """(actual, expected) for ``s'_t(ν) = move(s_t(ν − ν̂))``; ``compare="pooled"``: the
+    maps max-pooled over V instead (``pooled' = move(pooled)``)."""
+    if compare == "pooled":
+        return [(actual.amax(dim=2), move(base.amax(dim=2)))], {}, ()
+    partner = flow.partner_indices(nu).to(actual.device)
+    valid = partner >= 0
+    if not bool(valid.any()):
+        raise ValueError(f"no velocity ν of {flow!r} has its partner ν − {nu} in V: compare "
+                         "the V-pooled maps instead (compare='pooled')")
+    expected = move(base[:, :, partner[valid]])
+    got = actual[:, :, valid]
+    kept = [v for v, ok in zip(flow.elements, valid.tolist()) if ok]
+    scale = float(expected.abs().max()) or 1.0
+    per_v = (got - expected).abs().amax(dim=(0, 1, 3, 4, 5)) / scale
+    unmatched = [v for v, ok in zip(flow.elements, valid.tolist()) if not ok]
+    return [(got, expected)], dict(zip(kept, per_v.tolist())), unmatched
+
+
+def world_model_equivariance_error(
+    model: nn.Module,
+    relation: str,
+    views: Tensor,
+    actions: Tensor,
+    *,
+    pred_len: int = 0,
+    velocity=None,
+    delta: Tensor | None = None,
+    compare: str | None = None,
+    reference: nn.Module | None = None,
+    dtype: torch.dtype = torch.float64,
+    generator: torch.Generator | None = None,
+) -> EquivarianceReport:
+    """Measure one relation of FLOWM.md §3 on a world model's memory (see the module
+    docstring for the relations and what a world model must provide).
+
+    Args:
+        model: the world model; copied, cast to ``dtype`` and put in eval mode.
+        relation: one of :data:`WORLD_RELATIONS`.
+        views ``(B, T, C, w, w)``, actions ``(B, T + pred_len, 2)``: the base input.
+        pred_len: predicted frames; ``"camera"`` and ``"egocentric"`` check the rollout
+            too, ``"flow"`` and ``"tracking"`` hold on the context only (the V-max readout
+            mixes in the slices at the edge of V) and use the first T frames' states.
+        velocity: ν̂ (``"flow"``, ``"tracking"``).
+        delta: ``(B, T + pred_len, 2)`` camera-path shift (``"camera"``); default random
+            in ``[−N, N]``, constant from frame T − 1 on.
+        compare: ``"lifted"`` (default where V has partners) or ``"pooled"``.
+        reference: ``"egocentric"``: the other implementation (default: a copy of the
+            model with ``frame="allocentric"``).
+
+    Returns an :class:`EquivarianceReport` (``relation`` set; errors relative to the
+    largest expected value).
+    """
+    if relation not in WORLD_RELATIONS:
+        raise ValueError(f"relation must be one of {WORLD_RELATIONS}, got {relation!r}")
+    run = _prepare(model, dtype)
+    flow = run.flow
+    views = views.to(dtype)
+    actions = torch.as_tensor(actions).long()
+    B, T = views.shape[:2]
+    N, w = run.world_size, run.view_size
+    if relation in ("flow", "camera") and N != w:
+        raise ValueError(f"the {relation!r} relation holds in a fully observed world (N = w); "
+                         f"this model has world_size={N}, view_size={w}")
+    if relation in ("flow", "tracking"):
+        if velocity is None:
+            raise ValueError(f"the {relation!r} relation needs velocity=ν̂")
+        nu = flow._key(velocity)
+    else:
+        nu = None
+    if compare is None:
+        compare = "lifted" if (nu is None or bool((flow.partner_indices(nu) >= 0).any())) \
+            else "pooled"
+    if compare not in ("lifted", "pooled"):
+        raise ValueError(f"compare must be 'lifted' or 'pooled', got {compare!r}")
+    base = _world_memory(run, views, actions, pred_len)
+
+    if relation == "flow":
+        moved = _world_memory(run, flow.move_frames(views, nu), actions, pred_len)
+        times = torch.arange(T, device=views.device)
+        move = lambda s: flow.move_lifted(s, nu, times) if s.dim() == 6 else \
+            flow.move_frames(s, nu)
+        pairs, per_v, unmatched = _lifted_pairs(flow, moved["states"][:, :T],
+                                                base["states"][:, :T], nu, move, compare)
+        return _compare(pairs, dtype, relation, nu, per_v, unmatched)
+
+    if relation == "tracking":
+        shifted = actions.clone()
+        shifted[:, 1:] += torch.tensor(nu)
+        moved = _world_memory(run, views, shifted, pred_len)
+        pairs, per_v, unmatched = _lifted_pairs(flow, moved["states"][:, :T],
+                                                base["states"][:, :T], nu, lambda s: s, compare)
+        return _compare(pairs, dtype, relation, nu, per_v, unmatched)
+
+    if relation == "camera":
+        P = actions.shape[1]
+        if delta is None:
+            delta = torch.randint(-N, N + 1, (B, P, 2), generator=generator)
+            delta[:, T:] = delta[:, T - 1 : T]
+        delta = torch.as_tensor(delta).long()
+        if delta.shape != (B, P, 2):
+            raise ValueError(f"delta must be (B, T + pred_len, 2) = {(B, P, 2)}; got "
+                             f"{tuple(delta.shape)}")
+        shifted = actions.clone()
+        shifted[:, 1:] += delta[:, 1:] - delta[:, :-1]
+        new_views = _roll_frames(views, -delta[:, :T])
+        moved = _world_memory(run, new_views, shifted, pred_len)
+        pairs = [(moved["states"], _roll_frames(base["states"], -delta)),
+                 (moved["predictions"], _roll_frames(base["predictions"], -delta[:, T:]))]
+        return _compare(pairs, dtype, relation, None)
+
+    # egocentric = allocentric
+    if reference is None:
+        if not getattr(run, "self_motion", True):
+            raise ValueError("a model without self-motion equivariance has no allocentric "
+                             "form: give reference= explicitly")
+        reference = copy.deepcopy(run)
+        reference.frame = "allocentric" if run.frame == "egocentric" else "egocentric"
+    other = _world_memory(_prepare(reference, dtype), views, actions, pred_len)
+    pairs = [(other["states"], base["states"]), (other["predictions"], base["predictions"])]
+    return _compare(pairs, dtype, relation, None)
+
+
+def _roll_frames(x: Tensor, shifts: Tensor) -> Tensor:
+    """Move frame t of every sequence by ``shifts[:, t]``: x ``(B, T, ...)``, shifts
+    ``(B, T, 2)``."""
+    from ._torus import roll2d
+
+    lead = x.dim() - 2
+    return roll2d(x, shifts.to(x.device).view(*shifts.shape[:2], *([1] * (lead - 2)), 2))
+
+
+def assert_world_model_equivariant(
+    model: nn.Module,
+    views: Tensor,
+    actions: Tensor,
+    relations: Iterable[str] | None = None,
+    velocities: Iterable | None = None,
+    *,
+    pred_len: int = 0,
+    compare: str | None = None,
+    dtype: torch.dtype = torch.float64,
+    rtol: float | None = None,
+) -> list[EquivarianceReport]:
+    """Assert world-model relations (default: every one that applies — ``"flow"`` and
+    ``"camera"`` only for N = w, ``"egocentric"`` only with self-motion) for every ν̂ of
+    ``velocities`` (default: the model's V). ``rtol``: 1e-9 in float64, 1e-5 in float32.
+    Raises ``AssertionError`` naming the worst relation; returns the reports."""
+    if rtol is None:
+        rtol = 1e-9 if dtype == torch.float64 else 1e-5
+    full = model.world_size == model.view_size
+    if relations is None:
+        relations = [r for r in WORLD_RELATIONS
+                     if (full or r not in ("flow", "camera"))
+                     and (r != "egocentric" or getattr(model, "self_motion", True))]
+    velocities = list(model.flow.elements if velocities is None else velocities)
+    reports = []
+    for relation in relations:
+        for nu in (velocities if relation in ("flow", "tracking") else [None]):
+            reports.append(world_model_equivariance_error(
+                model, relation, views, actions, pred_len=pred_len, velocity=nu,
+                compare=compare, dtype=dtype,
+                generator=torch.Generator().manual_seed(len(reports))))
+    failed = [r for r in reports if not r.passed(rtol)]
+    if failed:
+        worst = max(failed, key=lambda r: math.inf if not r.finite else r.max_error)
+        raise AssertionError(f"world model relation fails within rtol={rtol:g}: {worst}")
     return reports

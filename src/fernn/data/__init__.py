@@ -1,5 +1,5 @@
-"""Data: MNIST (read, checksummed, downloaded), offline digits, Flowing MNIST, and KTH
-actions under camera motion.
+"""Data: MNIST (read, checksummed, downloaded), offline digits, Flowing MNIST, KTH
+actions under camera motion, and MNIST World (the world-model benchmark).
 
     >>> from fernn.data import load_mnist, FlowingMNIST
     >>> images, labels = load_mnist(root, split="test")        # uint8 (N, 28, 28), int64 (N,)
@@ -26,6 +26,7 @@ from ._kth import (
 from ._mnist import MNIST_FILES, MNIST_MD5, MNIST_MIRRORS, download_mnist, load_mnist, mnist_dir
 from ._random import hashed_uniform
 from ._sources import DIGIT_SOURCES, DigitBank, load_digits
+from ._world import WORLD_PRESETS, MNISTWorld
 
 # The datasets `fernn download NAME` fetches: name -> download(root) -> its directory.
 DATASETS = {"mnist": download_mnist, "kth": download_kth}
@@ -40,6 +41,8 @@ __all__ = [
     "KTH_ACTIONS",
     "KTH_MIRRORS",
     "KTH_SPLITS",
+    "MNISTWorld",
+    "WORLD_PRESETS",
     "decode_video",
     "download_mnist",
     "download_kth",

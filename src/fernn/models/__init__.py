@@ -7,15 +7,18 @@
 from ._classifier import CNN3DClassifier, SequenceClassifier
 from ._predictor import NextStepPredictor, conv_decoder
 from ._registry import get_model, list_models, model_class, model_options, register_model
+from ._world import WorldModel, to_world
 
 __all__ = [
     "CNN3DClassifier",
     "NextStepPredictor",
     "SequenceClassifier",
+    "WorldModel",
     "conv_decoder",
     "get_model",
     "list_models",
     "model_class",
     "model_options",
     "register_model",
+    "to_world",
 ]

@@ -148,3 +148,42 @@ _preset("grnn_plus_classifier", SequenceClassifier, fixed={"transport": "learned
         default_speed=2, doc="G-RNN+ sequence classifier: learned per-velocity kernels.")
 _preset("cnn3d_classifier", CNN3DClassifier, fixed={}, default_speed=None,
         doc="3D-CNN sequence classifier baseline.")
+
+
+def _world_preset(name: str, fixed: dict, default_speed: int, doc: str) -> None:
+    """Register :class:`WorldModel` under ``name`` with some options fixed; the flow is
+    given by ``max_speed`` (default ``default_speed``), ``velocities`` or ``flow``."""
+    from ._world import WorldModel
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+              for p in inspect.signature(WorldModel).parameters.values()
+              if p.name != "flow" and p.name not in fixed]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
+               for n in ("max_speed", "velocities", "flow")]
+
+    def build(**cfg) -> nn.Module:
+        spec = {n: cfg.pop(n, None) for n in ("max_speed", "velocities", "flow")}
+        if all(v is None for v in spec.values()):
+            spec["max_speed"] = default_speed
+        flow = _resolve_flow(**spec)
+        return WorldModel(flow=flow, **fixed, **cfg)
+
+    build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    build.__name__ = name
+    build.__doc__ = doc
+    build.model_class = WorldModel  # type: ignore[attr-defined]
+    register_model(name)(build)
+
+
+_world_preset("world_model", {}, 2,
+              "FloWM world model (V = {-2..2}^2 and self-motion equivariance by default; "
+              "rollout='aligned' or 'released', frame='egocentric' or 'allocentric').")
+_world_preset("world_model_no_vc", {}, 0,
+              "FloWM without velocity channels: V = {0}, the -a_t shift kept.")
+_world_preset("world_model_no_sme", {"self_motion": False}, 2,
+              "FloWM without self-motion equivariance: no -a_t shift, actions not read.")
+_world_preset("world_model_plain", {"self_motion": False}, 0,
+              "No velocity channels, no self-motion shift: a plain conv RNN on the padded view.")
+_world_preset("world_model_action_concat", {"self_motion": False, "action_concat": True}, 0,
+              "Action-concat baseline: V = {0}, no shift, (dy, dx) as two constant channels "
+              "concatenated to the view and to the hidden state (77,184 parameters).")

@@ -9,7 +9,7 @@ the :class:`Task` interface, so a new experiment is a new module here and one
 
     >>> from fernn.experiments.tasks import get_task, list_tasks
     >>> list_tasks()
-    ['kth', 'next_step']
+    ['kth', 'next_step', 'world']
     >>> get_task("kth").Options().clip_frames
     16
 """
@@ -166,6 +166,6 @@ def get_task(name: str) -> Task:
 
 
 # The built-in tasks (one module each), and the task of a config that names none.
-from . import kth, next_step  # noqa: E402,F401
+from . import kth, next_step, world  # noqa: E402,F401
 
 DEFAULT_TASK = next_step.NextStepTask.name
