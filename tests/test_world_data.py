@@ -87,7 +87,7 @@ def test_deterministic_per_item_and_epoch(digits):
 def test_redraw_and_too_short_context(digits):
     # A short context: some first paths fail to cover and are redrawn; all end covered.
     ds = _world(None, digits, context=8, predicted=0, max_step=8)
-    first, covered = ds._walk(hashed_uniform(7, ds._keys(range(30)), 24).view(30, 8, 3))
+    first, covered = ds._walk(hashed_uniform(7, ds.item_keys(range(30)), 24).view(30, 8, 3))
     assert 0 < int(covered.sum()) < 30  # some first paths fail
     a = ds.batch(range(30))["actions"]
     assert torch.equal(a[covered], first[covered])  # kept where they covered

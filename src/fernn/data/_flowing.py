@@ -18,11 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from .._flows import Flow, TranslationFlow2D
 from .._torus import roll2d
-from ._random import hashed_uniform
+from ._random import GeneratedItems, hashed_uniform
 from ._sources import DigitBank
 
 __all__ = ["FlowingMNIST"]
@@ -30,7 +29,7 @@ __all__ = ["FlowingMNIST"]
 _STREAMS = 5  # random numbers per digit: bank index, velocity, start row, start column, pose
 
 
-class FlowingMNIST(Dataset):
+class FlowingMNIST(GeneratedItems):
     """Sequences of digits moving under a flow.
 
     Args:
@@ -114,33 +113,13 @@ class FlowingMNIST(Dataset):
         self.velocity_set = velocity_set
         self.bounded = bounded
         self.num_sequences = len(images) if num_sequences is None else int(num_sequences)
-        self.epoch = 0
-        self._on_device: dict = {}
-
-    def __len__(self) -> int:
-        return self.num_sequences
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw fresh sequences for a new pass: items become f(seed, epoch, i)."""
-        self.epoch = int(epoch)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.batch([index])
-        return {key: value[0] for key, value in item.items()}
-
-    def _bank(self, device: torch.device) -> Tensor:
-        key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = self.images.to(device)
-        return self._on_device[key]
+        self._start()
 
     def draw(self, indices) -> dict:
         """The random choices of each sequence (bank index, velocity, start position)."""
-        idx = torch.as_tensor(indices, dtype=torch.long).flatten()
-        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"indices must lie in [0, {len(self)}); got {idx.tolist()[:8]}")
-        B, D = idx.numel(), self.num_digits
-        u = hashed_uniform(self.seed, (self.epoch << 32) + idx, _STREAMS * D).view(B, D, _STREAMS)
+        keys = self.item_keys(indices)
+        B, D = keys.numel(), self.num_digits
+        u = hashed_uniform(self.seed, keys, _STREAMS * D).view(B, D, _STREAMS)
         n_bank, n_vel = len(self.images), len(self.velocity_set)
         h, w = self.images.shape[1:]
         span_y, span_x = (self.size - h + 1, self.size - w + 1) if self.bounded else (self.size,) * 2

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-__all__ = ["hashed_uniform"]
+__all__ = ["hashed_uniform", "GeneratedItems"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -40,3 +41,42 @@ def hashed_uniform(seed: int, items: Tensor, streams: int) -> Tensor:
         z = key + idx[:, None] * _ITEM + (k[None, :] + np.uint64(1)) * _STREAM
         z = _splitmix64(_splitmix64(z))
     return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)))
+
+
+class GeneratedItems(Dataset):
+    """Base of the generated datasets (Flowing MNIST, MNIST World): ``num_sequences``
+    items, each a pure function of (seed, epoch, index) drawn by :meth:`item_keys`; a
+    digit bank ``images`` kept once per device; ``ds[i]`` is item i of :meth:`batch`.
+    Subclasses set ``images``, ``seed``, ``num_sequences`` and call ``_start()``."""
+
+    def _start(self) -> None:
+        self.epoch = 0
+        self._on_device: dict = {}
+
+    def __len__(self) -> int:
+        return self.num_sequences
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh items for a new pass: items become f(seed, epoch, i)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.batch([index])
+        return {key: value[0] for key, value in item.items()}
+
+    def batch(self, indices, device=None) -> dict:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _bank(self, device: torch.device) -> Tensor:
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = self.images.to(device)
+        return self._on_device[key]
+
+    def item_keys(self, indices) -> Tensor:
+        """The hash keys of items ``indices`` in this epoch, ``(N,)``; indices outside
+        ``[0, len)`` raise ``IndexError``."""
+        idx = torch.as_tensor(indices, dtype=torch.long).flatten()
+        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices must lie in [0, {len(self)}); got {idx.tolist()[:8]}")
+        return (self.epoch << 32) + idx

@@ -26,9 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from ._random import hashed_uniform
+from ._random import GeneratedItems, hashed_uniform
 from ._sources import DigitBank
 
 __all__ = ["MNISTWorld", "WORLD_PRESETS"]
@@ -57,7 +56,7 @@ def _uniform_int(u: Tensor, m: int) -> Tensor:
     return (u * (2 * m + 1)).long().clamp(max=2 * m) - m
 
 
-class MNISTWorld(Dataset):
+class MNISTWorld(GeneratedItems):
     """Clips of MNIST World.
 
     Args:
@@ -144,8 +143,7 @@ class MNISTWorld(Dataset):
         self.num_sequences = int(num_sequences)
         self.extras = bool(extras)
         self.max_redraws = int(max_redraws)
-        self.epoch = 0
-        self._on_device: dict = {}
+        self._start()
 
     @classmethod
     def preset(cls, name: str, images, **overrides) -> "MNISTWorld":
@@ -164,33 +162,10 @@ class MNISTWorld(Dataset):
     def seq_len(self) -> int:
         return self.context + self.predicted
 
-    def __len__(self) -> int:
-        return self.num_sequences
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw fresh clips for a new pass: items become f(seed, epoch, i)."""
-        self.epoch = int(epoch)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.batch([index])
-        return {key: value[0] for key, value in item.items()}
-
-    def _bank(self, device: torch.device) -> Tensor:
-        key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = self.images.to(device)
-        return self._on_device[key]
-
     # -- random choices --------------------------------------------------------------------
-    def _keys(self, indices) -> Tensor:
-        idx = torch.as_tensor(indices, dtype=torch.long).flatten()
-        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"indices must lie in [0, {len(self)}); got {idx.tolist()[:8]}")
-        return (self.epoch << 32) + idx
-
     def draw(self, indices) -> dict:
         """The digits of each clip: bank index ``(B, K)``, velocity and start ``(B, K, 2)``."""
-        keys = self._keys(indices)
+        keys = self.item_keys(indices)
         B, K, N, m = keys.numel(), self.num_digits, self.world_size, self.max_velocity
         u = hashed_uniform(self.seed, keys, _DIGIT_STREAMS * K).view(B, K, _DIGIT_STREAMS)
         n = len(self.images)
@@ -206,7 +181,7 @@ class MNISTWorld(Dataset):
     def camera(self, indices) -> Tensor:
         """The camera moves ``(B, T, 2)`` (``a_0 = 0``) of each clip, redrawn where the
         context did not cover the world (redraw r uses its own stream of numbers)."""
-        keys = self._keys(indices)
+        keys = self.item_keys(indices)
         B, T = keys.numel(), self.seq_len
         actions = torch.zeros(B, T, 2, dtype=torch.long)
         if not self.self_motion:

@@ -130,7 +130,7 @@ def _convert_flat(data: dict, source: str) -> dict:
     task = get_task(data.get("task", DEFAULT_TASK))
     own = task.Options.keys()
     legacy = {name: get_task(name).Options.legacy_defaults() for name in list_tasks()}
-    options = {k: v for k, v in task.Options.legacy_defaults().items()}
+    options = dict(task.Options.legacy_defaults())
     common = {}
     for key, value in data.items():
         if key in _FIELDS:
@@ -160,8 +160,9 @@ def config_from_dict(data: dict, source: str = "config") -> Config:
     """A :class:`Config` from plain data: today's layout (``task_options`` a table), or a
     flat fernn 0.1.0 config, converted."""
     data = dict(data)
-    if "task_options" not in data and any(k not in _FIELDS for k in data):
-        data = _convert_flat(data, source)
+    if ("task_options" not in data and any(k not in _FIELDS for k in data)
+            and get_task(data.get("task", DEFAULT_TASK)).Options.legacy_defaults()):
+        data = _convert_flat(data, source)  # a task fernn 0.1.0 had, in its flat layout
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         task = get_task(data.get("task", DEFAULT_TASK))

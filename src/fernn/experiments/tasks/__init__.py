@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .._data import BatchData
     from .._modules import TaskModule
 
-__all__ = ["Task", "TaskOptions", "register_task", "get_task", "list_tasks", "DEFAULT_TASK"]
+__all__ = ["Task", "DigitTask", "TaskOptions", "register_task", "get_task", "list_tasks", "DEFAULT_TASK"]
 
 
 @dataclasses.dataclass
@@ -57,8 +57,13 @@ class TaskOptions:
 
     @classmethod
     def legacy_defaults(cls) -> dict:
-        """fernn 0.1.0's defaults of these keys (the dataclass defaults unless a task says
-        otherwise)."""
+        """fernn 0.1.0's defaults of these keys, for the tasks that 0.1.0 had (their flat
+        configs are converted on load); empty for a task 0.1.0 did not know."""
+        return {}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """The dataclass's defaults."""
         return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                 for f in dataclasses.fields(cls)}
 
@@ -78,6 +83,7 @@ class Task:
     Class attributes:
         name: the registry name (``task = "..."`` in a config).
         Options: the :class:`TaskOptions` dataclass of its ``[task_options]`` table.
+        DataModule, Module: its ``BatchData`` and ``TaskModule`` subclasses.
         model_types: the model classes it can train (checked against the registry).
         model_hint: a model that fits, named in the error when one does not.
         resumable: task options that may change when a run is resumed (evaluation
@@ -87,6 +93,8 @@ class Task:
 
     name: ClassVar[str]
     Options: ClassVar[type[TaskOptions]]
+    DataModule: ClassVar[type]  # a BatchData subclass: DataModule(cfg, data)
+    Module: ClassVar[type]  # a TaskModule subclass: Module(cfg)
     model_types: ClassVar[tuple[type, ...]]
     model_hint: ClassVar[str]
     resumable: ClassVar[frozenset] = frozenset()
@@ -106,11 +114,11 @@ class Task:
         raise NotImplementedError
 
     def data_module(self, cfg: "Config", data: Any) -> "BatchData":
-        raise NotImplementedError
+        return self.DataModule(cfg, data)
 
     # -- training ------------------------------------------------------------------------
     def lightning_module(self, cfg: "Config") -> "TaskModule":
-        raise NotImplementedError
+        return self.Module(cfg)
 
     def run_metrics(self, cfg: "Config", data: Any) -> dict:
         """Extra entries of ``metrics.json`` known before evaluation."""
@@ -141,6 +149,25 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<task {self.name!r}>"
+
+
+class DigitTask(Task):
+    """A task whose data are the train / val / test digit banks of its options'
+    ``digits``, ``data_root`` and ``digits_fallback`` (Flowing MNIST, MNIST World)."""
+
+    def load_data(self, cfg: "Config", progress: bool = True):
+        from .._data import load_banks
+
+        return load_banks(cfg.task_options)
+
+    def run_metrics(self, cfg: "Config", data) -> dict:
+        return {"digits": data.source}
+
+    @staticmethod
+    def test_bank(data):
+        """The test bank of the loaded :class:`~fernn.experiments._data.Banks` (or a bank
+        given directly)."""
+        return getattr(data, "test", data)
 
 
 _TASKS: dict[str, Task] = {}

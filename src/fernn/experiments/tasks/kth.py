@@ -58,7 +58,7 @@ class KTHOptions(TaskOptions):
     @classmethod
     def legacy_defaults(cls) -> dict:
         # fernn 0.1.0's flat Config shared `size` with Flowing MNIST: 28 when left out.
-        return {**super().legacy_defaults(), "size": 28}
+        return {**cls.defaults(), "size": 28}
 
 
 # -- data ------------------------------------------------------------------------------
@@ -171,6 +171,8 @@ def evaluate_classifier(model: nn.Module, cfg, test: KTHSequences, device: torch
 class KTHTask(Task):
     name = "kth"
     Options = KTHOptions
+    DataModule = KTHData
+    Module = ClassifierModule
     model_types = (SequenceClassifier, CNN3DClassifier)
     model_hint = "a classifier (e.g. fernn_classifier)"
     resumable = frozenset({"test_speeds", "kth_root"})
@@ -196,12 +198,6 @@ class KTHTask(Task):
         return (f"KTH {size}×{size}, {len(data)} sequences "
                 f"({len(data.split('train'))} train / {len(data.split('val'))} val / "
                 f"{len(data.split('test'))} test)")
-
-    def data_module(self, cfg, data: KTHSequences) -> KTHData:
-        return KTHData(cfg, data)
-
-    def lightning_module(self, cfg) -> ClassifierModule:
-        return ClassifierModule(cfg)
 
     def evaluate(self, model, cfg, data: KTHSequences, device, progress=True) -> dict:
         return evaluate_classifier(model, cfg, data.split("test"), device, progress)

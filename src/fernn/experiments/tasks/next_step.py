@@ -20,12 +20,12 @@ from torch import Tensor, nn
 from ..._flows import RotationFlow2D, TranslationFlow2D
 from ...data import DIGIT_SOURCES, DigitBank, FlowingMNIST
 from ...models import NextStepPredictor
-from .._data import VAL_SEED_OFFSET, Banks, BatchData, SequenceBatches, load_banks
+from .._data import VAL_SEED_OFFSET, Banks, BatchData, SequenceBatches
 from .._evaluate import LENGTH_SEED_OFFSET, TEST_SEED_OFFSET, VELOCITY_SEED_OFFSET
 from .._modules import TaskModule
 from .._plots import frame_strip, learning_curves, length_curves, save_gif, velocity_curves, velocity_heatmap
 from .._report import file_slugs, fmt_mse, read_learning_curves, report_link, save_figure
-from . import Task, TaskOptions, register_task
+from . import DigitTask, TaskOptions, register_task
 
 __all__ = ["NextStepOptions", "NextStepTask", "NextStepModule", "FlowingMNISTData", "flowing",
            "rollout_errors", "evaluate_model"]
@@ -59,6 +59,10 @@ class NextStepOptions(TaskOptions):
     velocity_sequences: int = 100
 
     nullable = frozenset({"digits_fallback", "data_root"})
+
+    @classmethod
+    def legacy_defaults(cls) -> dict:
+        return cls.defaults()  # fernn 0.1.0's flat Config had these keys with these defaults
 
     def validate(self) -> None:
         if self.digits not in DIGIT_SOURCES:
@@ -247,9 +251,11 @@ def _velocity_figure(velocity: dict, vmin=None, vmax=None):
 
 
 @register_task
-class NextStepTask(Task):
+class NextStepTask(DigitTask):
     name = "next_step"
     Options = NextStepOptions
+    DataModule = FlowingMNISTData
+    Module = NextStepModule
     model_types = (NextStepPredictor,)
     model_hint = "a next-step predictor (e.g. fernn_predictor)"
     resumable = frozenset({"length_frames", "length_sequences", "velocity_grid",
@@ -260,24 +266,11 @@ class NextStepTask(Task):
         if cfg.model_options.get("in_channels", 1) != 1:
             raise ValueError("the frames have one channel: model_options.in_channels=1")
 
-    def load_data(self, cfg, progress: bool = True) -> Banks:
-        return load_banks(cfg.task_options)
-
     def describe_data(self, cfg, data: Banks) -> str:
         return f"digits '{data.source}'"
 
-    def data_module(self, cfg, data: Banks) -> FlowingMNISTData:
-        return FlowingMNISTData(cfg, data)
-
-    def lightning_module(self, cfg) -> NextStepModule:
-        return NextStepModule(cfg)
-
-    def run_metrics(self, cfg, data: Banks) -> dict:
-        return {"digits": data.source}
-
     def evaluate(self, model, cfg, data, device, progress=True) -> dict:
-        test = data.test if isinstance(data, Banks) else data
-        return evaluate_model(model, cfg, test, device, progress)
+        return evaluate_model(model, cfg, self.test_bank(data), device, progress)
 
     def headline(self, metrics: dict) -> str:
         return f"test MSE {metrics['test_mse']:.4e}"
@@ -290,7 +283,7 @@ class NextStepTask(Task):
         """Learning curves, length generalisation, velocity heat map (or curves), a frame
         strip and a rollout GIF."""
         opts = cfg.task_options
-        test_bank = data.test if isinstance(data, Banks) else data
+        test_bank = self.test_bank(data)
         curves = read_learning_curves(run_dir)
         figures = {}
         labelled = {name: c for name, c in (("train loss", curves["train"]),

@@ -23,12 +23,12 @@ from ..._world_metrics import world_metrics
 from ..._world_plots import error_curves, save_memory_gif, save_rollout_gif
 from ...data import DIGIT_SOURCES, WORLD_PRESETS, MNISTWorld
 from ...models import WorldModel, model_options, to_world
-from .._data import VAL_SEED_OFFSET, Banks, BatchData, SequenceBatches, load_banks
+from .._data import VAL_SEED_OFFSET, Banks, BatchData, SequenceBatches
 from .._evaluate import LENGTH_SEED_OFFSET, TEST_SEED_OFFSET
 from .._modules import TaskModule
 from .._plots import learning_curves
 from .._report import fmt_mse, read_learning_curves, report_link, save_figure
-from . import Task, TaskOptions, register_task
+from . import DigitTask, TaskOptions, register_task
 
 __all__ = ["WorldOptions", "WorldTask", "WorldModule", "WorldData", "world_clips",
            "predict_clips", "evaluate_world_model"]
@@ -206,9 +206,11 @@ def evaluate_world_model(model: nn.Module, cfg, test_bank, device: torch.device,
 
 
 @register_task
-class WorldTask(Task):
+class WorldTask(DigitTask):
     name = "world"
     Options = WorldOptions
+    DataModule = WorldData
+    Module = WorldModule
     model_types = (WorldModel,)
     model_hint = "a world model (e.g. world_model)"
     resumable = frozenset({"test_clips", "long_predicted", "long_clips", "data_root"})
@@ -224,27 +226,14 @@ class WorldTask(Task):
                     f"the model's {key} ({size}) is not the data's ({geometry[key]}, preset "
                     f"{cfg.task_options.preset!r}): set model_options.{key}={geometry[key]}")
 
-    def load_data(self, cfg, progress: bool = True) -> Banks:
-        return load_banks(cfg.task_options)
-
     def describe_data(self, cfg, data: Banks) -> str:
         g = cfg.task_options.geometry()
         return (f"MNIST World '{cfg.task_options.preset}' (world {g['world_size']}, view "
                 f"{g['view_size']}, {g['num_digits']} digits, {g['context']} + {g['predicted']} "
                 f"frames), digits '{data.source}'")
 
-    def data_module(self, cfg, data: Banks) -> WorldData:
-        return WorldData(cfg, data)
-
-    def lightning_module(self, cfg) -> WorldModule:
-        return WorldModule(cfg)
-
-    def run_metrics(self, cfg, data: Banks) -> dict:
-        return {"digits": data.source}
-
     def evaluate(self, model, cfg, data, device, progress=True) -> dict:
-        test = data.test if isinstance(data, Banks) else data
-        return evaluate_world_model(model, cfg, test, device, progress)
+        return evaluate_world_model(model, cfg, self.test_bank(data), device, progress)
 
     def headline(self, metrics: dict) -> str:
         return (f"test MSE {metrics['test_mse']:.4e} (PSNR {metrics['test_psnr']:.2f}, "
@@ -269,7 +258,7 @@ class WorldTask(Task):
         figures["errors"] = save_figure(
             error_curves({cfg.name: metrics["long"]["mse"]}, trained=g["predicted"]),
             run_dir / "rollout_error.png")
-        test_bank = data.test if isinstance(data, Banks) else data
+        test_bank = self.test_bank(data)
         clip = world_clips(cfg, test_bank, seed=cfg.seed + LENGTH_SEED_OFFSET, num_sequences=1,
                            predicted=opts.long_predicted).batch([0], device=device, extras=True)
         model.eval()
