@@ -197,3 +197,28 @@ def test_fewer_epochs_than_a_finished_run_is_refused_and_nothing_rewritten(tmp_p
 def test_run_files_are_world_readable_like_the_rest(finished):
     modes = {p.name: p.stat().st_mode & 0o777 for p in finished.iterdir() if p.is_file()}
     assert modes["metrics.json"] == modes["report.md"] == modes["config.toml"], modes
+
+
+def test_an_unwritable_place_is_one_line(monkeypatch, tmp_path, capsys):
+    """A read-only --out (as a non-root user meets it): the OS error, named, exit 2."""
+    import fernn.experiments as experiments
+
+    def refuse(cfg, out, resume=True):
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr(experiments, "train", refuse)
+    err = _fails(capsys, ["train", "tiny", "--out", str(tmp_path / "ro" / "x")],
+                 "Permission denied:")
+    assert str(tmp_path / "ro" / "x") in err
+
+
+def test_a_bug_shows_its_traceback_and_asks_to_be_reported(monkeypatch, capsys):
+    import fernn.experiments as experiments
+
+    def broken(cfg, out, resume=True):
+        raise KeyError("a fernn bug")
+
+    monkeypatch.setattr(experiments, "train", broken)
+    assert main(["train", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "this is a bug in fernn" in err
