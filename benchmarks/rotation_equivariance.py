@@ -1,0 +1,113 @@
+"""Rotation equivariance of the C_N layers, the kernel bases side by side: the protocol of
+docs/equivariance.md (issue 16).
+
+Smooth windowed 33×33 inputs (``fernn.testing.smooth_windowed_images``: blurred noise,
+σ = 2 px, under a cos² window that is zero beyond radius 14), N = 36, 3×3 kernels, random
+initialisation, zero padding. The input is rotated by θ with ``fernn.rotate`` (bilinear;
+an image, or a lifted feature whose orientations are also rolled by θ·N/360 bins), the
+error is ``‖L(g·x) − g·L(x)‖ / ‖g·L(x)‖`` in the central disc of radius 12
+(``fernn.testing.rotation_layer_error``), averaged over ``--seeds`` initialisations. Three
+layers: a lifting convolution (1 channel → 8 fields), a group convolution (8 → 8 fields,
+on random smooth lifted inputs) and a stack (lifting, ReLU, group, ReLU, group).
+
+Also: parameters per layer, and the forward + backward time of one layer call at the
+recurrent cell's size (``--fields`` fields, B × 28 × 28, kernel family built in the call),
+both bases timed in turn (``_timing.interleaved``), median over rounds.
+
+    python benchmarks/rotation_equivariance.py
+    python benchmarks/rotation_equivariance.py --sigma 0.5 --max-frequency 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from fernn import GroupConv2d, LiftingConv2d
+from fernn.testing import rotation_layer_error, smooth_windowed_images
+
+from _timing import interleaved
+
+
+def errors(basis: str, args) -> dict:
+    N = args.order
+    extra = {} if basis == "pixel" else dict(sigma=args.sigma, max_frequency=args.max_frequency)
+    g = torch.Generator().manual_seed(0)
+    x = smooth_windowed_images(4, 1, generator=g)
+    xl = smooth_windowed_images(2, 8 * N, generator=g)
+    sums: dict = {}
+    for seed in range(args.seeds):
+        torch.manual_seed(seed)
+        conv = dict(kernel_size=3, order=N, padding_mode="zeros", basis=basis, **extra)
+        lift = LiftingConv2d(1, 8, **conv)
+        group = GroupConv2d(8, 8, **conv)
+        stack = torch.nn.Sequential(lift, torch.nn.ReLU(), group, torch.nn.ReLU(),
+                                    GroupConv2d(8, 8, **conv))
+        for theta in args.angles:
+            for name, layer, inp, lifted in (("lifting", lift, x, False),
+                                             ("group", group, xl, True),
+                                             ("stack", stack, x, False)):
+                err = rotation_layer_error(layer, inp, theta, N, lifted_input=lifted, radius=12)
+                sums[name, theta] = sums.get((name, theta), 0.0) + err / args.seeds
+    return sums
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--order", type=int, default=36)
+    p.add_argument("--angles", type=float, nargs="+", default=[10.0, 30.0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--sigma", type=float, default=0.4)
+    p.add_argument("--max-frequency", type=int, default=2)
+    p.add_argument("--fields", type=int, default=8, help="fields of the timed group conv")
+    p.add_argument("--batch", type=int, default=16, help="batch of the timed group conv")
+    p.add_argument("--repeats", type=int, default=7)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    N = args.order
+    print(f"torch {torch.__version__}, 1 thread; N = {N}, 3×3, zero padding, "
+          f"steerable σ = {args.sigma}, max_frequency = {args.max_frequency}")
+    results = {b: errors(b, args) for b in ("pixel", "steerable")}
+    print("\nrel. L2 equivariance error in the central disc (mean over seeds):")
+    print(f"{'layer':10s} {'θ':>5s} {'pixel':>8s} {'steerable':>10s}")
+    for (name, theta) in results["pixel"]:
+        print(f"{name:10s} {theta:5.0f} {results['pixel'][name, theta]:8.4f} "
+              f"{results['steerable'][name, theta]:10.4f}")
+
+    print("\nparameters (weights, no bias):")
+    extra = dict(sigma=args.sigma, max_frequency=args.max_frequency)
+    for name, make in (("lifting 1→8", lambda **k: LiftingConv2d(1, 8, 3, N, **k)),
+                       ("group 8→8", lambda **k: GroupConv2d(8, 8, 3, N, **k))):
+        old, new = make(basis="pixel"), make(basis="steerable", **extra)
+        print(f"  {name}: pixel {old.weight.numel()}, steerable {new.weight.numel()} "
+              f"({new.weight.numel() / old.weight.numel():.2f}×; "
+              f"{new.num_coefficients} coefficients per kernel)")
+
+    F_ = args.fields
+    h = torch.randn(args.batch, F_ * N, 28, 28)
+    layers = {b: GroupConv2d(F_, F_, 3, N, padding_mode="zeros", basis=b,
+                             **({} if b == "pixel" else extra)) for b in ("pixel", "steerable")}
+
+    def step(layer):
+        def run():
+            layer.zero_grad(set_to_none=True)
+            layer(h).square().mean().backward()
+        return run
+
+    times = interleaved({b: step(layer) for b, layer in layers.items()}, args.repeats)
+    med = {b: statistics.median(t) for b, t in times.items()}
+    print(f"\nforward + backward of GroupConv2d({F_}, {F_}, order={N}) on "
+          f"({args.batch}, {F_ * N}, 28, 28), kernel family included, median of "
+          f"{args.repeats}: pixel {med['pixel'] * 1e3:.1f} ms, steerable "
+          f"{med['steerable'] * 1e3:.1f} ms ({med['steerable'] / med['pixel']:.2f}×)")
+    kernel_times = interleaved({b: (lambda l=layer: l.expanded_weight().sum().backward())
+                                for b, layer in layers.items()}, args.repeats)
+    kmed = {b: statistics.median(t) for b, t in kernel_times.items()}
+    print(f"the kernel family alone (build + backward): pixel {kmed['pixel'] * 1e3:.1f} ms, "
+          f"steerable {kmed['steerable'] * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
