@@ -393,3 +393,84 @@ def test_rotation_experiment_end_to_end(tmp_path):
     assert metrics["velocity"]["velocities"] == [-90.0, 0.0, 90.0, 180.0]
     assert len(metrics["velocity"]["mse"]) == 4 and metrics["test_mse"] > 0
     assert (tmp_path / "rot" / "velocity_generalisation.png").is_file()
+
+
+# -- the rotation readouts ------------------------------------------------------------------
+@pytest.mark.parametrize("readout", ["research", "equivariant", "pooled"])
+def test_rotation_readouts_shapes_and_decoder_inputs(readout):
+    from fernn.models import get_model
+
+    model = get_model("fernn_predictor", hidden_channels=3, flow=C4, padding_mode="zeros",
+                      decoder_layers=2, readout=readout)
+    x = torch.rand(2, 3, 1, 12, 12)
+    pred = model(x, 2)
+    assert pred.shape == (2, 2, 1, 12, 12)
+    pred.sum().backward()
+    state = torch.rand(2, 4, 3 * 4, 12, 12)
+    decoder_input = model._pooled(state)
+    assert decoder_input.shape == ((2, 3, 12, 12) if readout == "pooled" else (2, 12, 12, 12))
+    moved = model.rnn.layers[-1].transport(state)
+    expected = moved.amax(1)  # max over V
+    if readout == "pooled":
+        expected = expected.view(2, 3, 4, 12, 12).amax(2)  # then over each field's orientations
+    torch.testing.assert_close(decoder_input, expected, rtol=0, atol=0)
+
+
+def test_readout_parameter_counts():
+    """Research decoder at paper size (FERNN.md §4): 4 × (3×3 conv at 32·36 = 1152
+    channels) + a 3×3 conv to one channel, no biases: ≈ 48 M. Equivariant: 4 group convs
+    32 → 32 fields and one 32 → 1, 6 coefficients per kernel. Pooled: 32-channel convs."""
+    from fernn.models import get_model
+
+    flow = dict(angular_velocities=[-20, -10, 0, 10, 20], order=36)
+    counts = {}
+    with torch.device("meta"):
+        for readout in ("research", "equivariant", "pooled"):
+            model = get_model("fernn_predictor", hidden_channels=32, padding_mode="zeros",
+                              readout=readout, **flow)
+            counts[readout] = sum(p.numel() for p in model.decoder.parameters())
+    C = 32 * 36
+    assert counts["research"] == 4 * C * C * 9 + C * 9 == 47_786_112
+    assert counts["equivariant"] == 4 * 32 * 32 * 36 * 6 + 32 * 1 * 36 * 6
+    assert counts["pooled"] == 4 * 32 * 32 * 9 + 32 * 9
+
+
+def test_readouts_coincide_for_translation_flows():
+    from fernn.models import get_model
+
+    x = torch.rand(1, 3, 1, 8, 8)
+    preds = []
+    for readout in ("research", "equivariant", "pooled"):
+        torch.manual_seed(3)
+        preds.append(get_model("fernn_predictor", hidden_channels=2, max_speed=1,
+                               readout=readout)(x, 2))
+    assert torch.equal(preds[0], preds[1]) and torch.equal(preds[0], preds[2])
+
+
+@pytest.mark.parametrize("readout, exact", [("equivariant", True), ("pooled", False),
+                                            ("research", False)])
+def test_rotation_predictor_law_on_quarter_turns(readout, exact):
+    """ŷ' = rot(ŷ) for an input rotating by 90° per frame, exactly for the equivariant
+    readout; the plain convolutions of the research decoder (over orientation channels) and
+    of the pooled one (over invariant images: a plain 3×3 kernel is not isotropic) break
+    it (the controls)."""
+    from fernn.models import get_model
+
+    torch.manual_seed(1)
+    model = get_model("fernn_predictor", hidden_channels=3, flow=C4, padding_mode="zeros",
+                      decoder_layers=2, readout=readout)
+    x = torch.rand(2, 3, 1, 10, 10)
+    report = flow_equivariance_error(model, C4, x, 90, output="frames", start=3,
+                                     forward_kwargs={"pred_len": 3})
+    assert report.scale > 1e-3
+    if exact:
+        assert report.max_error < 1e-9, str(report)
+    else:
+        assert report.max_error > 1e-3, str(report)
+
+
+def test_invalid_readout():
+    from fernn.models import get_model
+
+    with pytest.raises(ValueError, match="readout must be one of"):
+        get_model("fernn_predictor", hidden_channels=2, flow=C4, readout="mean")

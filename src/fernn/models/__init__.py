@@ -5,7 +5,7 @@
 """
 
 from ._classifier import CNN3DClassifier, SequenceClassifier
-from ._predictor import NextStepPredictor, conv_decoder
+from ._predictor import READOUTS, EquivariantDecoder, NextStepPredictor, conv_decoder
 from ._registry import get_model, list_models, model_options, register_model
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "NextStepPredictor",
     "SequenceClassifier",
     "conv_decoder",
+    "EquivariantDecoder",
+    "READOUTS",
     "get_model",
     "list_models",
     "model_options",
