@@ -10,7 +10,10 @@ error is ``‖L(g·x) − g·L(x)‖ / ‖g·L(x)‖`` in the central disc of ra
 layers: a lifting convolution (1 channel → 8 fields), a group convolution (8 → 8 fields,
 on random smooth lifted inputs) and a stack (lifting, ReLU, group, ReLU, group).
 
-Also: parameters per layer, and the forward + backward time of one layer call at the
+Also: the hidden state's resampling blur, ``k`` successive 30° turns against one turn by
+``k·30°`` (``fernn.rotate``, bilinear and Fourier shears; rel. L2, smooth windowed fields
+and MNIST test-split digits if ``FERNN_DATA`` has them), and the time of one rotation of
+a hidden-state-sized tensor; parameters per layer, and the forward + backward time of one layer call at the
 recurrent cell's size (``--fields`` fields, B × 28 × 28, kernel family built in the call),
 both bases timed in turn (``_timing.interleaved``), median over rounds.
 
@@ -25,7 +28,9 @@ import statistics
 
 import torch
 
-from fernn import GroupConv2d, LiftingConv2d
+import os
+
+from fernn import GroupConv2d, LiftingConv2d, rotate
 from fernn.testing import rotation_layer_error, smooth_windowed_images
 
 from _timing import interleaved
@@ -75,6 +80,33 @@ def main() -> None:
     for (name, theta) in results["pixel"]:
         print(f"{name:10s} {theta:5.0f} {results['pixel'][name, theta]:8.4f} "
               f"{results['steerable'][name, theta]:10.4f}")
+
+    print("\nrepeated turns: k × 30° against one k·30° turn (rel. L2):")
+    fields = {"smooth": smooth_windowed_images(4, 2, generator=torch.Generator().manual_seed(1))}
+    try:
+        from fernn.data import load_digits
+
+        bank = load_digits("mnist-test-split", "test", root=os.environ.get("FERNN_DATA"),
+                           download=False)
+        fields["digits"] = bank.images[:16, None].double() / 255
+    except (FileNotFoundError, OSError, ValueError):
+        pass
+    for name, x in fields.items():
+        for k in (3, 10):
+            row = []
+            for method in ("bilinear", "fourier"):
+                y = x
+                for _ in range(k):
+                    y = rotate(y, 30.0, method)
+                once = rotate(x, 30.0 * k, method)
+                row.append(float((y - once).norm() / once.norm()))
+            print(f"  {name:7s} k={k:2d}: bilinear {row[0]:.4f}, fourier {row[1]:.5f}")
+    h = torch.randn(args.batch * 3, 4 * N, 28, 28)
+    rot_times = interleaved({m: (lambda m=m: rotate(h, 30.0, m)) for m in ("bilinear", "fourier")},
+                            args.repeats)
+    rmed = {m: statistics.median(t) for m, t in rot_times.items()}
+    print(f"  one 30° turn of {tuple(h.shape)}: bilinear {rmed['bilinear'] * 1e3:.1f} ms, "
+          f"fourier {rmed['fourier'] * 1e3:.1f} ms")
 
     print("\nparameters (weights, no bias):")
     extra = dict(sigma=args.sigma, max_frequency=args.max_frequency)
