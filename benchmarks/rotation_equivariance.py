@@ -13,9 +13,11 @@ on random smooth lifted inputs) and a stack (lifting, ReLU, group, ReLU, group).
 Also: the hidden state's resampling blur, ``k`` successive 30° turns against one turn by
 ``k·30°`` (``fernn.rotate``, bilinear and Fourier shears; rel. L2, smooth windowed fields
 and MNIST test-split digits if ``FERNN_DATA`` has them), and the time of one rotation of
-a hidden-state-sized tensor; parameters per layer, and the forward + backward time of one layer call at the
-recurrent cell's size (``--fields`` fields, B × 28 × 28, kernel family built in the call),
-both bases timed in turn (``_timing.interleaved``), median over rounds.
+a hidden-state-sized tensor; parameters per layer, and the forward + backward time of one
+layer call at the recurrent cell's size (``--fields`` fields, B × 28 × 28, kernel family built in the call),
+both bases timed in turn (``_timing.interleaved``), median over rounds; and a FlowRNN
+training step with each basis (8 fields × C_12, ω ∈ {−30, 0, 30}, B = 8, 28×28, 10
+frames: the rotation row of benchmarks/step.py).
 
     python benchmarks/rotation_equivariance.py
     python benchmarks/rotation_equivariance.py --sigma 0.5 --max-frequency 1
@@ -30,7 +32,7 @@ import torch
 
 import os
 
-from fernn import GroupConv2d, LiftingConv2d, rotate
+from fernn import FlowRNN, GroupConv2d, LiftingConv2d, RotationFlow2D, rotate
 from fernn.testing import rotation_layer_error, smooth_windowed_images
 
 from _timing import interleaved
@@ -139,6 +141,30 @@ def main() -> None:
     kmed = {b: statistics.median(t) for b, t in kernel_times.items()}
     print(f"the kernel family alone (build + backward): pixel {kmed['pixel'] * 1e3:.1f} ms, "
           f"steerable {kmed['steerable'] * 1e3:.1f} ms")
+
+    flow = RotationFlow2D([-30, 0, 30], order=12)
+    x = torch.rand(8, 10, 1, 28, 28)
+    rnns = {}
+    for b in ("pixel", "steerable"):
+        torch.manual_seed(0)
+        rnn = FlowRNN(1, 8, flow)
+        cell = rnn.layers[0]
+        opts = {} if b == "pixel" else extra
+        cell.conv_in = LiftingConv2d(1, 8, 3, 12, basis=b, **opts)  # what make_conv builds
+        cell.conv_hid = GroupConv2d(8, 8, 3, 12, basis=b, **opts)
+        rnns[b] = rnn
+
+    def rnn_step(rnn):
+        def run():
+            rnn.zero_grad(set_to_none=True)
+            rnn(x)[0].square().mean().backward()
+        return run
+
+    rnn_times = interleaved({b: rnn_step(r) for b, r in rnns.items()}, args.repeats)
+    rmed = {b: statistics.median(t) for b, t in rnn_times.items()}
+    print(f"FlowRNN step (8 × C_12, V = 3, B = 8, 28×28, 10 frames), forward + backward: "
+          f"pixel {rmed['pixel']:.3f} s, steerable {rmed['steerable']:.3f} s "
+          f"({rmed['steerable'] / rmed['pixel']:.2f}×)")
 
 
 if __name__ == "__main__":

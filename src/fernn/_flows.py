@@ -378,7 +378,8 @@ class RotationFlow2D(Flow):
 
     def __repr__(self) -> str:
         angles = [int(w) if float(w).is_integer() else w for w in self.elements]
-        extra = "" if self.interpolation == "bilinear" else f", interpolation={self.interpolation!r}"
+        extra = ("" if self.interpolation == "bilinear"
+                 else f", interpolation={self.interpolation!r}")
         return f"RotationFlow2D(angular_velocities={angles}, order={self.order}{extra})"
 
     def __reduce__(self):

@@ -96,7 +96,8 @@ def _check_basis_args(kernel_size, max_frequency, sigma) -> None:
     if isinstance(max_frequency, bool) or int(max_frequency) != max_frequency or max_frequency < 0:
         raise ValueError(f"max_frequency must be a non-negative integer, got {max_frequency!r}")
     if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and sigma > 0):
-        raise ValueError(f"sigma (the rings' radial width in pixels) must be positive, got {sigma!r}")
+        raise ValueError(
+            f"sigma (the rings' radial width in pixels) must be positive, got {sigma!r}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -181,7 +182,7 @@ class _CNConv(nn.Module):
         return len(_harmonics(self.kernel_size, self.max_frequency))
 
     def _rotated_basis(self, count: int) -> Tensor:
-        """``(count, K, k, k)``: the basis turned by ``0 … count − 1`` bins, in weight's dtype."""
+        """``(count, K, k, k)``: the basis turned by ``0 … count − 1`` bins (weight's dtype)."""
         angles = tuple(2 * math.pi * n / self.order for n in range(count))
         w = self.weight
         return _rotated_basis(self.kernel_size, self.max_frequency, self.sigma, angles,
