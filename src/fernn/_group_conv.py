@@ -104,8 +104,9 @@ def _check_basis_args(kernel_size, max_frequency, sigma) -> None:
 def _basis(kernel_size: int, max_frequency: int, sigma: float, device: str,
            dtype: torch.dtype) -> Tensor:
     c = kernel_size // 2
-    ii, jj = torch.meshgrid(torch.arange(kernel_size, dtype=torch.float64),
-                            torch.arange(kernel_size, dtype=torch.float64), indexing="ij")
+    # Built on the CPU whatever the default device (e.g. a "meta" context), then moved.
+    grid = torch.arange(kernel_size, dtype=torch.float64, device="cpu")
+    ii, jj = torch.meshgrid(grid, grid, indexing="ij")
     x, y = jj - c, c - ii
     rho, phi = torch.sqrt(x * x + y * y), torch.atan2(y, x)
     centre = rho == 0
@@ -134,7 +135,7 @@ def _rotated_basis(kernel_size: int, max_frequency: int, sigma: float, angles: t
     """``(A, K, k, k)``: the basis turned analytically by each angle (radians)."""
     basis = _basis(kernel_size, max_frequency, sigma, "cpu", torch.float64)
     labels = _harmonics(kernel_size, max_frequency)
-    theta = torch.tensor(angles, dtype=torch.float64)
+    theta = torch.tensor(angles, dtype=torch.float64, device="cpu")
     out = basis.expand(len(angles), *basis.shape).clone()
     for i, (r, f, kind) in enumerate(labels):
         if f == 0:
