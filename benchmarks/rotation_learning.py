@@ -6,7 +6,7 @@ test split (``load_digits("mnist-test-split", ...)``; train part for training, t
 for testing), 28×28, 10 observed → 10 predicted frames, data ω ∈ ``--data-omegas``
 (default {−30, 0, 30}°/frame). Model: ``fernn_predictor`` (FERNN-V1^R: V = the data ω)
 or ``grnn_predictor`` (V = {0}), ``--fields`` fields × C_``--order``, zero padding, the
-``--readout`` of issue 16, vanilla cell. Adam (``--lr``), batch ``--batch``, MSE on the 10
+``--readout`` of issue 16, vanilla cell, the hidden state rotated by ``--interpolation``. Adam (``--lr``), batch ``--batch``, MSE on the 10
 predicted frames, gradient norm clipped at 1 (as ``fernn train``), fresh sequences every
 step, one thread. At each budget of ``--steps``: test MSE on ``--test-sequences``
 sequences (data ω), and the velocity generalisation, test MSE at each ω of
@@ -36,7 +36,7 @@ from fernn.models import get_model
 
 def build(args):
     common = dict(hidden_channels=args.fields, padding_mode="zeros", readout=args.readout,
-                  decoder_layers=args.decoder_layers)
+                  decoder_layers=args.decoder_layers, interpolation=args.interpolation)
     if args.model == "fernn":
         return get_model("fernn_predictor", angular_velocities=args.data_omegas,
                          order=args.order, **common)
@@ -59,6 +59,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=["fernn", "grnn"], required=True)
     p.add_argument("--readout", default="research")
+    p.add_argument("--interpolation", default="bilinear",
+                   help="the model flow's rotation of the hidden state: bilinear | fourier "
+                        "(the data are always made with bilinear rotations)")
     p.add_argument("--fields", type=int, default=4)
     p.add_argument("--order", type=int, default=12)
     p.add_argument("--decoder-layers", type=int, default=4)
@@ -95,7 +98,8 @@ def main() -> None:
         opt.load_state_dict(saved["opt"])
         step, elapsed, results = saved["step"], saved["elapsed"], saved["results"]
     params = sum(p.numel() for p in model.parameters())
-    print(f"{args.model} readout={args.readout} {args.fields} fields × C_{args.order}, "
+    print(f"{args.model} readout={args.readout} interpolation={args.interpolation} "
+          f"{args.fields} fields × C_{args.order}, "
           f"{params} parameters; from step {step}", flush=True)
     for budget in sorted(args.steps):
         if budget <= step:
