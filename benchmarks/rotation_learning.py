@@ -17,6 +17,9 @@ sequences (data ω), and the velocity generalisation, test MSE at each ω of
 
 ``--save``/``--resume``: continue a run from a saved state (so one budget per process:
 ``--steps 200 --save a.pt``, then ``--steps 400 --resume a.pt``). Same sequences either way.
+``--digits-at centre``: every digit at the frame centre, as the research code's Rotating
+MNIST (FlowingMNIST puts each rotating digit at a random position on the torus, where its
+rotation about its own centre is not a rotation of the frame).
 """
 
 from __future__ import annotations
@@ -32,6 +35,19 @@ import torch.nn.functional as F
 from fernn import RotationFlow2D
 from fernn.data import FlowingMNIST, load_digits
 from fernn.models import get_model
+
+
+class CentredRotatingMNIST(FlowingMNIST):
+    """Rotating MNIST as the research code makes it: every digit at the frame centre (so
+    each digit's rotation about its own centre is a rotation of the frame: the flow the
+    rotation FERNN is equivariant to). FlowingMNIST places each digit at a uniform random
+    position on the torus instead."""
+
+    def draw(self, indices) -> dict:
+        choice = super().draw(indices)
+        h, w = self.images.shape[1:]
+        choice["position"][:] = torch.tensor([(self.size - h) // 2, (self.size - w) // 2])
+        return choice
 
 
 def build(args):
@@ -74,6 +90,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-sequences", type=int, default=128)
     p.add_argument("--velgen-sequences", type=int, default=32)
+    p.add_argument("--digits-at", choices=["random", "centre"], default="random",
+                   help="random: FlowingMNIST's uniform positions; centre: the research "
+                        "code's digits at the frame centre")
     p.add_argument("--json", default=None)
     p.add_argument("--save", default=None)
     p.add_argument("--resume", default=None)
@@ -84,9 +103,10 @@ def main() -> None:
     test_bank = load_digits("mnist-test-split", "test", root=root, download=False)
     data_flow = RotationFlow2D(args.data_omegas, order=args.order)
     steps_total = max(args.steps)
-    train = FlowingMNIST(train_bank, data_flow, num_digits=2, seq_len=20, seed=args.seed,
+    Data = CentredRotatingMNIST if args.digits_at == "centre" else FlowingMNIST
+    train = Data(train_bank, data_flow, num_digits=2, seq_len=20, seed=args.seed,
                          num_sequences=steps_total * args.batch)
-    test = FlowingMNIST(test_bank, data_flow, num_digits=2, seq_len=20, seed=10**6 + 1,
+    test = Data(test_bank, data_flow, num_digits=2, seq_len=20, seed=10**6 + 1,
                         num_sequences=args.test_sequences)
     torch.manual_seed(args.seed)
     model = build(args)
@@ -99,6 +119,7 @@ def main() -> None:
         step, elapsed, results = saved["step"], saved["elapsed"], saved["results"]
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.model} readout={args.readout} interpolation={args.interpolation} "
+          f"digits at {args.digits_at}, "
           f"{args.fields} fields × C_{args.order}, "
           f"{params} parameters; from step {step}", flush=True)
     for budget in sorted(args.steps):
@@ -120,7 +141,7 @@ def main() -> None:
         test_mse = evaluate(model, test, args.test_sequences)
         velgen = {}
         for w in args.test_omegas:
-            ds = FlowingMNIST(test_bank, data_flow, num_digits=2, seq_len=20, seed=10**6 + 2,
+            ds = Data(test_bank, data_flow, num_digits=2, seq_len=20, seed=10**6 + 2,
                               num_sequences=args.velgen_sequences, velocities=[w])
             velgen[w] = evaluate(model, ds, args.velgen_sequences)
         row = dict(step=step, train_seconds=round(elapsed, 1), test_mse=test_mse,
