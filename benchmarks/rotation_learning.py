@@ -4,9 +4,10 @@ standalone training loop, independent of ``fernn.experiments``.
 Rotating MNIST (``FlowingMNIST`` with a ``RotationFlow2D``): 2 digits from the MNIST
 test split (``load_digits("mnist-test-split", ...)``; train part for training, test part
 for testing), 28×28, 10 observed → 10 predicted frames, data ω ∈ ``--data-omegas``
-(default {−30, 0, 30}°/frame). Model: ``fernn_predictor`` (FERNN-V1^R: V = the data ω)
-or ``grnn_predictor`` (V = {0}), ``--fields`` fields × C_``--order``, zero padding, the
-``--readout`` of issue 16, vanilla cell, the hidden state rotated by ``--interpolation``. Adam (``--lr``), batch ``--batch``, MSE on the 10
+(default {−30, 0, 30}°/frame). Model: ``fernn_predictor`` (FERNN-V1^R: V = the data ω,
+or ``--model-omegas``) or ``grnn_predictor`` (V = {0}), ``--fields`` fields × C_``--order``,
+zero padding, the ``--readout`` of issue 16, vanilla cell, the hidden state rotated by
+``--interpolation``. Adam (``--lr``), batch ``--batch``, MSE on the 10
 predicted frames, gradient norm clipped at 1 (as ``fernn train``), fresh sequences every
 step, one thread. At each budget of ``--steps``: test MSE on ``--test-sequences``
 sequences (data ω), and the velocity generalisation, test MSE at each ω of
@@ -54,7 +55,8 @@ def build(args):
     common = dict(hidden_channels=args.fields, padding_mode="zeros", readout=args.readout,
                   decoder_layers=args.decoder_layers, interpolation=args.interpolation)
     if args.model == "fernn":
-        return get_model("fernn_predictor", angular_velocities=args.data_omegas,
+        omegas = args.model_omegas or args.data_omegas
+        return get_model("fernn_predictor", angular_velocities=omegas,
                          order=args.order, **common)
     return get_model("grnn_predictor", order=args.order, **common)
 
@@ -82,6 +84,8 @@ def main() -> None:
     p.add_argument("--order", type=int, default=12)
     p.add_argument("--decoder-layers", type=int, default=4)
     p.add_argument("--data-omegas", type=float, nargs="+", default=[-30.0, 0.0, 30.0])
+    p.add_argument("--model-omegas", type=float, nargs="+", default=None,
+                   help="the FERNN's V (default: the data ω)")
     p.add_argument("--test-omegas", type=float, nargs="+",
                    default=[-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0])
     p.add_argument("--steps", type=int, nargs="+", default=[200, 400])
