@@ -18,9 +18,10 @@ sequences (data ω), and the velocity generalisation, test MSE at each ω of
 
 ``--save``/``--resume``: continue a run from a saved state (so one budget per process:
 ``--steps 200 --save a.pt``, then ``--steps 400 --resume a.pt``). Same sequences either way.
-``--digits-at centre``: every digit at the frame centre, as the research code's Rotating
-MNIST (FlowingMNIST puts each rotating digit at a random position on the torus, where its
-rotation about its own centre is not a rotation of the frame).
+``--digits-at centre``: ``FlowingMNIST(..., centred=True)``, every digit at the frame
+centre, as the research code's Rotating MNIST (by default FlowingMNIST puts each rotating
+digit at a random position on the torus, where its rotation about its own centre is not a
+rotation of the frame).
 """
 
 from __future__ import annotations
@@ -36,19 +37,6 @@ import torch.nn.functional as F
 from fernn import RotationFlow2D
 from fernn.data import FlowingMNIST, load_digits
 from fernn.models import get_model
-
-
-class CentredRotatingMNIST(FlowingMNIST):
-    """Rotating MNIST as the research code makes it: every digit at the frame centre (so
-    each digit's rotation about its own centre is a rotation of the frame: the flow the
-    rotation FERNN is equivariant to). FlowingMNIST places each digit at a uniform random
-    position on the torus instead."""
-
-    def draw(self, indices) -> dict:
-        choice = super().draw(indices)
-        h, w = self.images.shape[1:]
-        choice["position"][:] = torch.tensor([(self.size - h) // 2, (self.size - w) // 2])
-        return choice
 
 
 def build(args):
@@ -107,7 +95,11 @@ def main() -> None:
     test_bank = load_digits("mnist-test-split", "test", root=root, download=False)
     data_flow = RotationFlow2D(args.data_omegas, order=args.order)
     steps_total = max(args.steps)
-    Data = CentredRotatingMNIST if args.digits_at == "centre" else FlowingMNIST
+    centred = args.digits_at == "centre"
+
+    def Data(*a, **k):
+        return FlowingMNIST(*a, centred=centred, **k)
+
     train = Data(train_bank, data_flow, num_digits=2, seq_len=20, seed=args.seed,
                          num_sequences=steps_total * args.batch)
     test = Data(test_bank, data_flow, num_digits=2, seq_len=20, seed=10**6 + 1,

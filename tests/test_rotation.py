@@ -444,6 +444,29 @@ def test_rotating_digit_turns_about_its_centre_exactly_on_quarter_turns():
     assert ds[0]["velocities"].tolist() == [90.0]
 
 
+def test_centred_rotating_mnist_is_a_rotation_of_the_frame():
+    """centred=True (the research code's Rotating MNIST): every digit at the frame centre,
+    so the whole frame turns — frame t of a 90°/frame sequence is rot90^t of frame 0 —
+    and each digit is its posed bank image, unshifted."""
+    from fernn.data import FlowingMNIST, load_digits
+
+    bank = load_digits("font", "test")
+    ds = FlowingMNIST(bank, RotationFlow2D([90], order=4), num_digits=2, seq_len=4, seed=3,
+                      centred=True)
+    frames = ds[0]["frames"][:, 0]
+    for t in range(4):
+        assert torch.equal(frames[t], torch.rot90(frames[0], t, (0, 1)))
+    choice = ds.draw([0])
+    digits = bank.images[choice["digit"][0]].float() / 255  # (2, 28, 28): fills the frame
+    posed = [rotate(d[None, None], float(p) * 360.0)[0, 0]
+             for d, p in zip(digits, choice["pose"][0])]
+    assert torch.equal(frames[0], (posed[0] + posed[1]).clamp(0, 1))
+    moving = FlowingMNIST(bank, RotationFlow2D([90], order=4), num_digits=2, seq_len=4, seed=3)
+    assert not torch.equal(moving[0]["frames"][:, 0], frames)  # random positions otherwise
+    with pytest.raises(ValueError, match="centred=True is defined for flows"):
+        FlowingMNIST(bank, fernn.TranslationFlow2D(max_speed=1), centred=True)
+
+
 def test_rotating_mnist_draws_angular_velocities_from_the_set():
     from fernn.data import FlowingMNIST, load_digits
 
