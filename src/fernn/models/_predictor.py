@@ -108,8 +108,9 @@ class NextStepPredictor(nn.Module):
     For flows without a fibre (translations) the three are the same decoder. Only the
     ``"equivariant"`` readout commutes with rotations (the others' plain kernels are not
     isotropic). With it, or for translations, moving the state first makes the
-    prediction obey the law exactly on the lifted state: an input moved by ``S_{tν̂}`` moves ``ŷ_{t+1}`` by ``S_{(t+1)ν̂}`` (up to the
-    velocities at the edge of V, lost by the pooling). Each prediction is then fed back
+    prediction obey the law exactly on the lifted state: an input moved by ``S_{tν̂}``
+    moves ``ŷ_{t+1}`` by ``S_{(t+1)ν̂}`` (up to the velocities at the edge of V, lost by
+    the pooling). Each prediction is then fed back
     as the next input (detached by default, as in the research code), or the true frame
     with probability ``teacher_forcing`` in training.
 
