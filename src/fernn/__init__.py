@@ -13,7 +13,7 @@ Submodules: ``fernn.models`` (registry of predictors and classifiers), ``fernn.d
 from ._allocator import tune_cpu_allocator
 from ._cells import CELL_TYPES, NONLINEARITIES, FlowRNNCell, FlowTransport, LearnedTransport
 from ._flows import Flow, RotationFlow2D, TranslationFlow2D
-from ._group_conv import GroupConv2d, LiftingConv2d
+from ._group_conv import KERNEL_BASES, GroupConv2d, LiftingConv2d, steerable_basis
 from ._rnn import POOL_MODES, FlowRNN, VelocityPool, pool_velocities
 from ._rotation import rotate
 from ._torus import roll2d
@@ -21,6 +21,7 @@ from ._version import __version__
 
 __all__ = [
     "CELL_TYPES",
+    "KERNEL_BASES",
     "NONLINEARITIES",
     "POOL_MODES",
     "Flow",
@@ -37,5 +38,6 @@ __all__ = [
     "pool_velocities",
     "roll2d",
     "rotate",
+    "steerable_basis",
     "tune_cpu_allocator",
 ]

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ._checks import integer, positive_int
 from ._pooling import pool_velocities
-from ._rotation import bins_to_degrees, degrees_to_bins, rotate
+from ._rotation import ROTATION_METHODS, bins_to_degrees, degrees_to_bins, rotate
 from ._torus import Conv2d, circular_pad, roll2d
 
 __all__ = ["Flow", "TranslationFlow2D", "RotationFlow2D"]
@@ -381,12 +381,17 @@ class RotationFlow2D(Flow):
     lifted feature — ``fields × N`` orientation channels, field-major — it also rolls each
     field's orientation axis by ``t·ω·N/360`` bins, so every ω must be a multiple of
     ``360/N`` (others raise: the orientation axis could not follow them). Quarter turns
-    are exact permutations; other angles are interpolated (bilinear), so the law holds
-    approximately there: measured in docs/equivariance.md.
+    are exact permutations; other angles are interpolated (``interpolation``), so the law
+    holds approximately there: measured in docs/equivariance.md.
 
     Args:
         angular_velocities: degrees per frame, distinct, in V-axis order.
         order: N of the cyclic group C_N (N = 36 gives 10° bins, the paper's setting).
+        interpolation: how every action of this flow rotates by angles that are not
+            quarter turns — ``"bilinear"`` (default) or ``"fourier"`` (three Fourier
+            shears: repeated turns of a hidden state do not blur; see :func:`fernn.rotate`).
+            It is part of the flow's identity. (Data sets are usually made with a
+            bilinear flow: Fourier shears ring on sharp digits.)
 
     Example::
 
@@ -394,11 +399,15 @@ class RotationFlow2D(Flow):
         RotationFlow2D(angular_velocities=[-20, -10, 0, 10, 20], order=36)
     """
 
-    def __init__(self, angular_velocities: Sequence[float], order: int = 36):
+    def __init__(self, angular_velocities: Sequence[float], order: int = 36,
+                 interpolation: str = "bilinear"):
         integral = (isinstance(order, numbers.Real) and not isinstance(order, bool)
                     and float(order).is_integer())
         if not integral or order < 1:
             raise ValueError(f"order N must be a positive integer, got {order!r}")
+        if interpolation not in ROTATION_METHODS:
+            raise ValueError(f"interpolation must be one of {ROTATION_METHODS}, got "
+                             f"{interpolation!r}")
         order = int(order)
         if isinstance(angular_velocities, Tensor):
             angular_velocities = angular_velocities.tolist()
@@ -421,19 +430,22 @@ class RotationFlow2D(Flow):
         object.__setattr__(self, "fibre", order)
         # bins mod N → element: ν − ν̂ is looked up modulo a full turn.
         object.__setattr__(self, "_by_residue", {b % order: w for b, w in zip(bins, elements)})
+        object.__setattr__(self, "interpolation", interpolation)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def __repr__(self) -> str:
         angles = [int(w) if float(w).is_integer() else w for w in self.elements]
-        return f"RotationFlow2D(angular_velocities={angles}, order={self.order})"
+        extra = ("" if self.interpolation == "bilinear"
+                 else f", interpolation={self.interpolation!r}")
+        return f"RotationFlow2D(angular_velocities={angles}, order={self.order}{extra})"
 
     def __reduce__(self):
-        return (RotationFlow2D, (list(self.elements), self.order))
+        return (RotationFlow2D, (list(self.elements), self.order, self.interpolation))
 
     def _identity(self) -> tuple:
-        return (self.elements, self.order)
+        return (self.elements, self.order, self.interpolation)
 
     @property
     def velocities(self) -> Tensor:
@@ -493,7 +505,7 @@ class RotationFlow2D(Flow):
         w = self._angles(velocity, B, x0.device)
         t = torch.arange(start, start + steps, device=x0.device, dtype=torch.float64)
         frames = x0[:, None].expand(B, steps, *x0.shape[1:])
-        return rotate(frames, w[:, None] * t[None, :])
+        return rotate(frames, w[:, None] * t[None, :], self.interpolation)
 
     def move_frames(self, x: Tensor, velocity, start: int = 0) -> Tensor:
         _check_images(x, 5, "(B, T, C, H, W)", "move_frames x")
@@ -501,7 +513,7 @@ class RotationFlow2D(Flow):
         B, T = x.shape[:2]
         w = self._angles(velocity, B, x.device)
         t = torch.arange(start, start + T, device=x.device, dtype=torch.float64)
-        return rotate(x, w[:, None] * t[None, :])
+        return rotate(x, w[:, None] * t[None, :], self.interpolation)
 
     def move_hidden(self, h: Tensor, padding_mode: str = "circular", pad: int = 0,
                     offset: Tensor | None = None) -> Tensor:
@@ -512,7 +524,8 @@ class RotationFlow2D(Flow):
         _check_lifted(h, len(self))
         angles = self.velocities.to(h.device)[None, :]  # (1, V)
         bins = torch.tensor(self.bins, device=h.device)[None, :]
-        out = self._roll_orientations(rotate(h, angles.expand(h.shape[:2])), bins)
+        out = self._roll_orientations(rotate(h, angles.expand(h.shape[:2]), self.interpolation),
+                                      bins)
         if pad:
             B, V, C, H, W = out.shape
             flat = out.reshape(B * V, C, H, W)
@@ -524,7 +537,7 @@ class RotationFlow2D(Flow):
         w = self._key(velocity)
         times = _lifted_times(h, time).expand(h.shape[:-3])  # (B, T, V) or (B, V)
         bins = times * degrees_to_bins(w, self.order)
-        return self._roll_orientations(rotate(h, times.double() * w), bins)
+        return self._roll_orientations(rotate(h, times.double() * w, self.interpolation), bins)
 
     def make_conv(self, in_channels, out_channels, kernel_size, bias, padding_mode,
                   input_on_group):
@@ -540,7 +553,7 @@ class RotationFlow2D(Flow):
         return pool_velocities(fields, mode, dim=-3)  # the orientation axis
 
     def random_pose(self, x0: Tensor, u: Tensor) -> Tensor:
-        return rotate(x0, u.to(torch.float64) * 360.0)
+        return rotate(x0, u.to(torch.float64) * 360.0, self.interpolation)
 
 
 def _rebuild_translation_flow(elements):

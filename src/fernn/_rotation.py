@@ -4,8 +4,21 @@
 (degrees, counter-clockwise as displayed: rows run down, columns right). An angle is split
 into a remainder ``r`` in (-45°, 45°] and ``q`` quarter turns, ``θ = r + 90°·q``:
 
-- the remainder is applied by bilinear interpolation (``grid_sample``, zeros outside);
-  an image whose remainder is 0 is passed through untouched;
+- the remainder is applied by interpolation, ``method=``:
+
+  - ``"bilinear"`` (default): ``grid_sample``, zeros outside. Each call low-passes the
+    image a little, so repeated turns blur (ten 30° turns of a smooth field differ from
+    one 300° turn by 0.21 rel. L2).
+  - ``"fourier"``: three shears, ``R(θ) = S_x(−tan θ/2) S_y(sin θ) S_x(−tan θ/2)``, each
+    shifting every row (column) by a fraction of a pixel as a phase ramp in the Fourier
+    domain (``rfft``/``irfft`` along that axis, periodic). Each shear is unitary up to
+    the Nyquist bin, so nothing is blurred away: ten 30° turns differ from one 300° turn
+    by 5e-4 on the same field (on MNIST digits 0.10, against bilinear's 0.37: a sharp
+    image's sheared spectrum aliases). Content sheared past an edge wraps around
+    (periodic), and sharp edges ring; 3–4× the time of ``"bilinear"`` on CPU
+    (benchmarks/rotation_equivariance.py).
+
+  an image whose remainder is 0 is passed through untouched either way;
 - the quarter turns are applied last, as an exact permutation of pixels (square images).
 
 So rotations by multiples of 90° are exact to the last bit, and composing with a quarter
@@ -23,7 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["rotate", "split_quarter_turns"]
+__all__ = ["rotate", "split_quarter_turns", "ROTATION_METHODS"]
+
+ROTATION_METHODS = ("bilinear", "fourier")
+"""The interpolations of :func:`rotate` for angles that are not quarter turns."""
 
 
 def split_quarter_turns(angles: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,9 +76,44 @@ def _interpolate(x: Tensor, remainder: Tensor) -> Tensor:
     return torch.where(keep, x, out)
 
 
-def rotate(x: Tensor, angles: Tensor | float) -> Tensor:
+def _fourier_shift(x: Tensor, shift: Tensor, dim: int) -> Tensor:
+    """Move the content of ``x`` by ``shift`` pixels along ``dim`` (periodic, sub-pixel):
+    a phase ramp on the ``rfft`` along ``dim``. ``shift`` broadcasts to ``x`` (size 1 at
+    ``dim``)."""
+    n = x.shape[dim]
+    k = torch.fft.rfftfreq(n, dtype=torch.float64, device=x.device) * n
+    view = [1] * x.dim()
+    view[dim] = -1
+    phase = torch.polar(torch.ones((), dtype=torch.float64, device=x.device),
+                        -2 * math.pi * k.view(view) * shift / n)
+    spectrum = torch.fft.rfft(x, dim=dim)
+    return torch.fft.irfft(spectrum * phase.to(spectrum.dtype), n=n, dim=dim)
+
+
+def _shear(x: Tensor, remainder: Tensor) -> Tensor:
+    """Rotation of (N, C, H, W) by per-item angles (degrees) as three Fourier shears."""
+    N, C, H, W = x.shape
+    theta = torch.deg2rad(remainder.to(torch.float64))
+    a = -torch.tan(theta / 2).view(N, 1, 1, 1)
+    b = torch.sin(theta).view(N, 1, 1, 1)
+    y = ((H - 1) / 2 - torch.arange(H, dtype=torch.float64, device=x.device)).view(1, 1, H, 1)
+    c = (torch.arange(W, dtype=torch.float64, device=x.device) - (W - 1) / 2).view(1, 1, 1, W)
+    # x right, y up. S_x(a): out(x, y) = in(x − a·y, y), each row moved right by a·y;
+    # S_y(b): out(x, y) = in(x, y − b·x), each column moved up by b·x (rows: −b·x).
+    out = _fourier_shift(x, a * y, -1)
+    out = _fourier_shift(out, -b * c, -2)
+    out = _fourier_shift(out, a * y, -1)
+    keep = (remainder == 0).view(N, 1, 1, 1)
+    return torch.where(keep, x, out.to(x.dtype))
+
+
+def rotate(x: Tensor, angles: Tensor | float, method: str = "bilinear") -> Tensor:
     """Rotate images ``x`` ``(*L, C, H, W)`` by ``angles`` (degrees; a scalar or a tensor
-    broadcastable to ``L``) counter-clockwise about their centres. Differentiable."""
+    broadcastable to ``L``) counter-clockwise about their centres, the part that is not a
+    quarter turn by ``method`` (``"bilinear"`` or ``"fourier"``; see the module doc).
+    Differentiable."""
+    if method not in ROTATION_METHODS:
+        raise ValueError(f"method must be one of {ROTATION_METHODS}, got {method!r}")
     *lead, C, H, W = x.shape
     angles = torch.as_tensor(angles, dtype=torch.float64, device=x.device)
     angles = angles.expand(lead) if lead else angles.reshape(())
@@ -70,7 +121,7 @@ def rotate(x: Tensor, angles: Tensor | float) -> Tensor:
     a = angles.reshape(-1)
     remainder, q = split_quarter_turns(a)
     if bool((remainder != 0).any()):
-        flat = _interpolate(flat, remainder)
+        flat = (_interpolate if method == "bilinear" else _shear)(flat, remainder)
     if bool((q != 0).any()):
         index = _quarter_turn_index(H, W, x.device)[q]  # (N, H·W)
         flat = flat.reshape(-1, C, H * W).gather(-1, index[:, None, :].expand(-1, C, -1))

@@ -45,6 +45,10 @@ a settable ``frame`` (``"egocentric"``/``"allocentric"``, for the last relation)
 with ``"states"`` ``(B, T + pred_len, V, C, N, N)`` and ``"predictions"``, as
 :class:`fernn.models.WorldModel` does. A model with V = {0} has no partner slices: its
 maps are then compared V-pooled (max), ``compare="pooled"``.
+
+For a single C_N layer (no time, no V), :func:`rotation_layer_error` measures
+``‖L(g·x) − g·L(x)‖ / ‖g·L(x)‖`` in a central disc, on inputs such as
+:func:`smooth_windowed_images` (the protocol of docs/equivariance.md).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from ._checks import check_tensor
 from ._flows import Flow
 
 __all__ = ["EquivarianceReport", "flow_equivariance_error", "assert_flow_equivariant",
+           "smooth_windowed_images", "rotation_layer_error",
            "WORLD_RELATIONS", "world_model_equivariance_error", "assert_world_model_equivariant"]
 
 WORLD_RELATIONS = ("flow", "camera", "tracking", "egocentric")
@@ -490,3 +495,84 @@ def assert_world_model_equivariant(
         worst = max(failed, key=lambda r: math.inf if not r.finite else r.max_error)
         raise AssertionError(f"world model relation fails within rtol={rtol:g}: {worst}")
     return reports
+
+
+def smooth_windowed_images(batch: int, channels: int, size: int = 33, smoothing: float = 2.0,
+                           generator: torch.Generator | None = None,
+                           dtype: torch.dtype = torch.float64) -> Tensor:
+    """Random smooth images that fade to zero well inside the frame.
+
+    White noise blurred by a Gaussian of ``smoothing`` pixels (circularly), scaled to unit
+    standard deviation, times the window ``cos²(π ρ / 2R)`` for ``ρ < R`` (0 beyond), with
+    ``ρ`` the distance from the centre and ``R = (size − 1)/2 − 2``: so rotating an image
+    about its centre loses nothing at the border.
+
+    Shapes: returns ``(batch, channels, size, size)``.
+    """
+    noise = torch.randn(batch, channels, size, size, generator=generator, dtype=torch.float64)
+    freq = torch.fft.fftfreq(size, dtype=torch.float64)
+    fy, fx = torch.meshgrid(freq, freq, indexing="ij")
+    low_pass = torch.exp(-2 * (math.pi * smoothing) ** 2 * (fy**2 + fx**2))  # Gaussian blur
+    smooth = torch.fft.ifft2(torch.fft.fft2(noise) * low_pass).real
+    smooth = smooth / smooth.std()
+    c = (size - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64),
+                            torch.arange(size, dtype=torch.float64), indexing="ij")
+    rho = torch.sqrt((yy - c) ** 2 + (xx - c) ** 2)
+    R = c - 2
+    window = torch.where(rho < R, torch.cos(math.pi * rho / (2 * R)) ** 2, torch.zeros_like(rho))
+    return (smooth * window).to(dtype)
+
+
+def _act_c_n(x: Tensor, angle: float, order: int | None) -> Tensor:
+    """Rotate ``x (B, C, H, W)`` by ``angle`` degrees; roll each field's N orientations by
+    ``angle·N/360`` bins too when ``order`` is given (a lifted feature)."""
+    from ._rotation import degrees_to_bins, rotate
+
+    y = rotate(x, angle)
+    if order is None:
+        return y
+    B, C, H, W = y.shape
+    bins = degrees_to_bins(angle, order, "the rotation angle")
+    return y.view(B, C // order, order, H, W).roll(bins, 2).view(B, C, H, W)
+
+
+def rotation_layer_error(
+    layer: Callable[[Tensor], Tensor],
+    x: Tensor,
+    angle: float,
+    order: int,
+    *,
+    lifted_input: bool = False,
+    radius: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> float:
+    """Relative L2 equivariance error of a C_N layer under a rotation by ``angle`` degrees.
+
+    ``‖L(g·x) − g·L(x)‖ / ‖g·L(x)‖`` over the pixels within ``radius`` of the centre
+    (default: ``(min(H, W) − 1)/2 − 4``, clear of the border), where ``g`` rotates an
+    image with :func:`fernn.rotate` (bilinear unless a quarter turn) and, on a lifted
+    feature (``F·N`` channels, field-major), also rolls each field's orientations by
+    ``angle·N/360`` bins. ``angle`` must be a multiple of ``360/N``. The input is an image
+    ``(B, C, H, W)``, or a lifted feature with ``lifted_input=True``; the output is lifted.
+    An ``nn.Module`` is copied and cast to ``dtype`` (the original is untouched).
+    """
+    run = _prepare(layer, dtype)
+    x = x.to(dtype)
+    with torch.no_grad():
+        y = run(x)
+        y_moved = run(_act_c_n(x, angle, order if lifted_input else None))
+        expected = _act_c_n(y, angle, order)
+    H, W = y.shape[-2:]
+    if radius is None:
+        radius = (min(H, W) - 1) / 2 - 4
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float64),
+                            torch.arange(W, dtype=torch.float64), indexing="ij")
+    disc = ((yy - (H - 1) / 2) ** 2 + (xx - (W - 1) / 2) ** 2 <= radius**2).to(y.device, dtype)
+    diff = (y_moved - expected) * disc
+    ref = expected * disc
+    norm = float(ref.norm())
+    if norm == 0:
+        raise ValueError("the expected output is zero in the disc: nothing to compare "
+                         "(a dead layer, or a radius too small)")
+    return float(diff.norm()) / norm

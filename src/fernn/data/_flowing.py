@@ -45,10 +45,15 @@ class FlowingMNIST(GeneratedItems):
             One velocity, e.g. ``[(2, -1)]``, gives every digit that velocity
             (velocity-generalisation grids). Need not lie in the flow's V.
         bounded: digits start inside the frame and leave it (no wrap-around; translations).
+        centred: every digit at the frame centre (flows with a centre: rotations), as the
+            research code's Rotating MNIST makes it; then a digit's rotation about its
+            own centre is a rotation of the frame — the flow a rotation FERNN is
+            equivariant to. Default: a uniform random position on the torus.
 
     With a :class:`~fernn.RotationFlow2D` (Rotating MNIST) each digit turns about its own
     centre from a uniform random angle, by its own angular velocity (bilinear
-    interpolation), at a uniform random position on the torus.
+    interpolation), at a uniform random position on the torus (``centred=True``: at the
+    frame centre).
         num_sequences: the dataset's length (default: one per digit of the bank).
 
     Items (``ds[i]``): ``"frames"`` float32 ``(T, 1, H, W)`` in [0, 1]; ``"velocities"``
@@ -68,6 +73,7 @@ class FlowingMNIST(GeneratedItems):
         velocities: Sequence | None = None,
         bounded: bool = False,
         num_sequences: int | None = None,
+        centred: bool = False,
     ):
         if isinstance(images, DigitBank):
             labels = images.labels if labels is None else labels
@@ -103,6 +109,9 @@ class FlowingMNIST(GeneratedItems):
             )  # validated by the flow: (K, ...) rows in the flow's units
         if bounded and not isinstance(flow, TranslationFlow2D):
             raise ValueError("bounded=True is defined for translation flows")
+        if centred and isinstance(flow, TranslationFlow2D):
+            raise ValueError("centred=True is defined for flows that act about the frame "
+                             "centre (rotations); translations place digits at random")
         self.images = images  # (N, h, w) float in [0, 1]
         self.labels = labels
         self.flow = flow
@@ -112,6 +121,7 @@ class FlowingMNIST(GeneratedItems):
         self.seed = int(seed)
         self.velocity_set = velocity_set
         self.bounded = bounded
+        self.centred = bool(centred)
         self.num_sequences = len(images) if num_sequences is None else int(num_sequences)
         self._start()
 
@@ -145,6 +155,8 @@ class FlowingMNIST(GeneratedItems):
         canvas = bank.new_zeros(B * D, 1, S, S)
         canvas[:, 0, :h, :w] = bank[choice["digit"].flatten().to(device)]
         position = choice["position"].view(B * D, 1, 2).to(device)
+        if self.centred:
+            position = torch.tensor([(S - h) // 2, (S - w) // 2], device=device).expand_as(position)
         if isinstance(self.flow, TranslationFlow2D):
             # Translations commute: place each digit (cheap), then move it along its path.
             placed = roll2d(canvas, position)

@@ -5,7 +5,7 @@
 """
 
 from ._classifier import CNN3DClassifier, SequenceClassifier
-from ._predictor import NextStepPredictor, conv_decoder
+from ._predictor import READOUTS, EquivariantDecoder, NextStepPredictor, conv_decoder
 from ._registry import get_model, list_models, model_class, model_options, register_model
 from ._world import WorldModel, to_world
 
@@ -15,6 +15,8 @@ __all__ = [
     "SequenceClassifier",
     "WorldModel",
     "conv_decoder",
+    "EquivariantDecoder",
+    "READOUTS",
     "get_model",
     "list_models",
     "model_class",

@@ -13,7 +13,10 @@ from .._recurrence import batch_chunks
 from .._rnn import FlowRNN, VelocityPool, flat_state, unflat_state, unstack_layers
 from .._torus import Conv2d
 
-__all__ = ["NextStepPredictor", "conv_decoder"]
+__all__ = ["NextStepPredictor", "conv_decoder", "EquivariantDecoder", "READOUTS"]
+
+READOUTS = ("research", "equivariant", "pooled")
+"""The readouts of :class:`NextStepPredictor` (they differ only for a flow with a fibre)."""
 
 
 def conv_decoder(
@@ -32,6 +35,47 @@ def conv_decoder(
         blocks += [Conv2d(in_channels, in_channels, **conv), nn.ReLU()]
     blocks.append(Conv2d(in_channels, out_channels, **conv))
     return nn.Sequential(*blocks)
+
+
+class EquivariantDecoder(nn.Module):
+    """A decoder on lifted fields that keeps their orientations until the very end.
+
+    ``layers`` × (the flow's group convolution ``F → F`` fields + ReLU), a group
+    convolution ``F → C_out`` fields, then each output field averaged over its fibre
+    (the projection of a regular field onto the invariant one)::
+
+        y = mean_n  W_out ⋆ ReLU(W_L ⋆ … ReLU(W_1 ⋆ s))[·, n]
+
+    Every step commutes with the flow's static action (a rotation of C_N turns the maps
+    and rolls the orientations; the mean over orientations is invariant to the roll), so
+    the image ``y`` turns with the input: exactly for quarter turns. No biases.
+
+    Shapes: ``(B, F·fibre, H, W) → (B, C_out, H, W)``.
+    """
+
+    def __init__(self, flow: Flow, fields: int, out_channels: int, layers: int = 4,
+                 padding_mode: str = "circular", kernel_size: int = 3):
+        super().__init__()
+        self.flow = flow
+        conv = dict(kernel_size=kernel_size, bias=False, padding_mode=padding_mode,
+                    input_on_group=True)
+        blocks: list[nn.Module] = []
+        for _ in range(layers):
+            blocks += [flow.make_conv(fields, fields, **conv), nn.ReLU()]
+        blocks.append(flow.make_conv(fields, out_channels, **conv))
+        self.body = nn.Sequential(*blocks)
+
+    def forward(self, s: Tensor) -> Tensor:
+        return self.flow.pool_fibre(self.body(s), "mean")
+
+
+def _decoder(readout: str, flow: Flow, hidden_channels: int, out_channels: int, layers: int,
+             padding_mode: str) -> nn.Module:
+    if flow.fibre == 1 or readout == "pooled":  # plain convolutions on F channels
+        return conv_decoder(hidden_channels, out_channels, layers, padding_mode)
+    if readout == "research":  # plain convolutions on all F·N channels (FERNN.md §4)
+        return conv_decoder(hidden_channels * flow.fibre, out_channels, layers, padding_mode)
+    return EquivariantDecoder(flow, hidden_channels, out_channels, layers, padding_mode)
 
 
 def _shrinking_groups(n: int) -> list[int]:
@@ -53,11 +97,24 @@ class NextStepPredictor(nn.Module):
 
         ŷ_{t+1} = D( pool_ν  S_ν h_t(ν) )
 
-    (For a flow with a fibre — rotations — each field is also max-pooled over its
-    orientations, an invariant readout.) Moving the state first makes the prediction obey
-    the law exactly on the lifted
-    state: an input moved by ``S_{tν̂}`` moves ``ŷ_{t+1}`` by ``S_{(t+1)ν̂}`` (up to the
-    velocities at the edge of V, lost by the pooling). Each prediction is then fed back
+    For a flow with a fibre (rotations: N orientations per field) ``readout`` says what
+    ``D`` sees:
+
+    - ``"research"`` (default): all ``F·N`` channels of the V-pooled state, decoded by
+      plain convolutions — the research model (FERNN.md §4; ≈ 48 M decoder parameters at
+      32 fields × C_36). Not equivariant to the static rotation: its convolutions mix
+      orientation channels freely.
+    - ``"equivariant"``: :class:`EquivariantDecoder`, C_N group convolutions on the
+      fields, orientations averaged only at the output.
+    - ``"pooled"``: each field max-pooled over its orientations first (an invariant
+      ``F``-channel image), then plain convolutions.
+
+    For flows without a fibre (translations) the three are the same decoder. Only the
+    ``"equivariant"`` readout commutes with rotations (the others' plain kernels are not
+    isotropic). With it, or for translations, moving the state first makes the
+    prediction obey the law exactly on the lifted state: an input moved by ``S_{tν̂}``
+    moves ``ŷ_{t+1}`` by ``S_{(t+1)ν̂}`` (up to the velocities at the edge of V, lost by
+    the pooling). Each prediction is then fed back
     as the next input (detached by default, as in the research code), or the true frame
     with probability ``teacher_forcing`` in training.
 
@@ -71,6 +128,7 @@ class NextStepPredictor(nn.Module):
         transport, dropout: the encoder (see :class:`~fernn.FlowRNN`).
         pool: pooling over V, ``"max"`` (paper), ``"mean"`` or ``"sum"``.
         decoder_layers: number of (3×3 conv + ReLU) blocks before the output conv.
+        readout: ``"research"``, ``"equivariant"`` or ``"pooled"`` (see above).
         refeed_last_frame, detach_feedback: see above.
         checkpoint_every: activation checkpointing over time: the encoder keeps its state
             every ``k`` frames, the decoder at the start of groups of predicted frames
@@ -100,8 +158,11 @@ class NextStepPredictor(nn.Module):
         refeed_last_frame: bool = False,
         detach_feedback: bool = True,
         checkpoint_every: int = 0,
+        readout: str = "research",
     ):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.rnn = FlowRNN(
             in_channels,
             hidden_channels,
@@ -116,7 +177,9 @@ class NextStepPredictor(nn.Module):
             checkpoint_every=checkpoint_every,
         )
         self.pool = VelocityPool(pool)
-        self.decoder = conv_decoder(hidden_channels, in_channels, decoder_layers, padding_mode)
+        self.readout = readout
+        self.decoder = _decoder(readout, flow, hidden_channels, in_channels, decoder_layers,
+                                padding_mode)
         self.refeed_last_frame = refeed_last_frame
         self.detach_feedback = detach_feedback
 
@@ -131,10 +194,12 @@ class NextStepPredictor(nn.Module):
         return unstack_layers(state[0] if self.rnn.cell == "lstm" else state)[-1]
 
     def _pooled(self, h: Tensor) -> Tensor:
-        """The readout's pooled state ``(B, C_h, H, W)`` from the top state ``h``."""
+        """The decoder's input from the top state ``h``: ``(B, C_h·fibre, H, W)`` pooled
+        over V (then ``(B, C_h, H, W)``, over orientations, for the pooled readout)."""
         if not self.refeed_last_frame:
             h = self.rnn.layers[-1].transport(h)  # S_ν h_t(ν)
-        return self.flow.pool_fibre(self.pool(h), "max")  # over V, then orientations
+        pooled = self.pool(h)  # over V
+        return self.flow.pool_fibre(pooled, "max") if self.readout == "pooled" else pooled
 
     def _read(self, state) -> Tensor:
         h = self._top(state)  # (B, V, C_h, H, W)

@@ -3,8 +3,9 @@
 Built-in entries are presets of the model classes: ``grnn_*`` is the same class with the
 trivial velocity set, ``grnn_plus_*`` the same with a learned transport. A model's flow
 is given by ``max_speed`` (the grid {-r..r}²), ``velocities`` (an explicit list),
-``angular_velocities`` with ``order`` (a :class:`~fernn.RotationFlow2D`), or ``flow`` (any
-:class:`~fernn.Flow` object). A ``grnn_*`` model takes ``order`` for a rotation G-RNN.
+``angular_velocities`` with ``order`` (a :class:`~fernn.RotationFlow2D`, and optionally its
+``interpolation``), or ``flow`` (any :class:`~fernn.Flow` object). A ``grnn_*`` model takes
+``order`` (and ``interpolation``) for a rotation G-RNN.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def get_model(name: str, **cfg) -> nn.Module:
     return builder(**cfg)
 
 
-def _resolve_flow(max_speed, velocities, flow, angular_velocities=None, order=None) -> Flow:
+def _resolve_flow(max_speed, velocities, flow, angular_velocities=None, order=None,
+                  interpolation=None) -> Flow:
     given = [k for k, v in (("max_speed", max_speed), ("velocities", velocities), ("flow", flow),
                             ("angular_velocities", angular_velocities)) if v is not None]
     if len(given) > 1:
@@ -84,8 +86,11 @@ def _resolve_flow(max_speed, velocities, flow, angular_velocities=None, order=No
         )
     if order is not None and angular_velocities is None:
         raise ValueError("order goes with angular_velocities (a rotation flow)")
+    if interpolation is not None and angular_velocities is None:
+        raise ValueError("interpolation goes with angular_velocities (a rotation flow)")
     if angular_velocities is not None:
-        return RotationFlow2D(angular_velocities, order=36 if order is None else order)
+        return RotationFlow2D(angular_velocities, order=36 if order is None else order,
+                              interpolation=interpolation or "bilinear")
     if flow is not None:
         if not isinstance(flow, Flow):
             raise TypeError(f"flow must be a fernn Flow, got {flow!r}")
@@ -103,9 +108,11 @@ def _preset(name: str, cls: type, *, fixed: dict, default_speed: int | None, doc
     ]
     takes_flow = "flow" in inspect.signature(cls).parameters
     if takes_flow:
-        names = ("max_speed", "velocities", "angular_velocities", "order", "flow")
+        names = ("max_speed", "velocities", "angular_velocities", "order", "interpolation",
+                 "flow")
         if default_speed is None:
-            names = ("order",)  # a G-RNN: V = {0} of translations, or of rotations of C_N
+            # a G-RNN: V = {0} of translations, or of rotations of C_N
+            names = ("order", "interpolation")
         params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
                    for n in names]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
@@ -115,11 +122,16 @@ def _preset(name: str, cls: type, *, fixed: dict, default_speed: int | None, doc
         if takes_flow:
             if default_speed is None:  # the trivial velocity set: a G-RNN
                 order = cfg.pop("order", None)
+                interpolation = cfg.pop("interpolation", None)
+                if interpolation is not None and order is None:
+                    raise ValueError("interpolation goes with order (a rotation G-RNN)")
                 kwargs["flow"] = (TranslationFlow2D(max_speed=0) if order is None
-                                  else RotationFlow2D([0], order=order))
+                                  else RotationFlow2D([0], order=order,
+                                                      interpolation=interpolation or "bilinear"))
             else:
                 spec = {n: cfg.pop(n, None) for n in
-                        ("max_speed", "velocities", "flow", "angular_velocities", "order")}
+                        ("max_speed", "velocities", "flow", "angular_velocities", "order",
+                         "interpolation")}
                 if all(spec[n] is None for n in ("max_speed", "velocities", "flow",
                                                  "angular_velocities")):
                     spec["max_speed"] = default_speed
