@@ -52,8 +52,6 @@ def _device(name: str):
 
 
 def _eval(args) -> int:
-    import torch
-
     from .experiments import apply_overrides, evaluate_task, load_model
     from .experiments._config import changed_settings
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import lightning as L

@@ -17,7 +17,7 @@ import torch
 from .tasks import get_task
 
 __all__ = ["write_run_report", "write_compare_report", "read_learning_curves", "load_metrics",
-           "headline", "save_figure", "fmt_mse", "fmt_fraction", "report_link", "file_slugs"]
+           "headline", "learning_figure", "save_figure", "fmt_mse", "fmt_fraction", "report_link", "file_slugs"]
 
 
 def save_figure(fig, path: Path) -> str:
@@ -45,6 +45,19 @@ def read_learning_curves(run_dir: Path) -> dict:
                     curves[key][0].append(step)
                     curves[key][1].append(float(row[column]))
     return curves
+
+
+def learning_figure(run_dir: Path, val_label: str = "val MSE", ylabel: str = "MSE") -> str | None:
+    """``learning_curves.png`` of the run's CSV log (train loss and the validation figure);
+    its file name, or ``None`` when nothing was logged."""
+    from ._plots import learning_curves
+
+    curves = read_learning_curves(run_dir)
+    labelled = {name: c for name, c in (("train loss", curves["train"]),
+                                         (val_label, curves["val"])) if c[0]}
+    if not labelled:
+        return None
+    return save_figure(learning_curves(labelled, ylabel=ylabel), Path(run_dir) / "learning_curves.png")
 
 
 def load_metrics(run_dir: str | os.PathLike) -> dict:

@@ -21,8 +21,8 @@ from ...models import CNN3DClassifier, SequenceClassifier
 from .._data import VAL_SEED_OFFSET, BatchData, SequenceBatches
 from .._evaluate import TEST_SEED_OFFSET
 from .._modules import TaskModule
-from .._plots import confusion_matrix, learning_curves, speed_range_accuracy
-from .._report import fmt_fraction, read_learning_curves, report_link, save_figure
+from .._plots import confusion_matrix, speed_range_accuracy
+from .._report import fmt_fraction, learning_figure, report_link, save_figure
 from . import Task, TaskOptions, register_task
 
 __all__ = ["KTHOptions", "KTHTask", "ClassifierModule", "KTHData", "kth_clips", "classify_clips",
@@ -212,13 +212,10 @@ class KTHTask(Task):
     def report(self, run_dir: Path, metrics: dict, cfg, data, model, device) -> list[str]:
         """Learning curves, the confusion matrix, accuracy against camera-speed range."""
         opts = cfg.task_options
-        curves = read_learning_curves(run_dir)
         figures = {}
-        labelled = {name: c for name, c in (("train loss", curves["train"]),
-                                             ("val loss", curves["val"])) if c[0]}
-        if labelled:
-            figures["learning"] = save_figure(learning_curves(labelled, ylabel="cross-entropy"),
-                                              run_dir / "learning_curves.png")
+        learning = learning_figure(run_dir, "val loss", ylabel="cross-entropy")
+        if learning:
+            figures["learning"] = learning
         figures["confusion"] = save_figure(
             confusion_matrix(metrics["confusion"], metrics["classes"],
                              title=f"{cfg.name}: test clips, speeds ≤ {opts.data_max_speed}"),

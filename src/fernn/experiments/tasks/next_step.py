@@ -23,8 +23,8 @@ from ...models import NextStepPredictor
 from .._data import VAL_SEED_OFFSET, Banks, BatchData, SequenceBatches
 from .._evaluate import LENGTH_SEED_OFFSET, TEST_SEED_OFFSET, VELOCITY_SEED_OFFSET
 from .._modules import TaskModule
-from .._plots import frame_strip, learning_curves, length_curves, save_gif, velocity_curves, velocity_heatmap
-from .._report import file_slugs, fmt_mse, read_learning_curves, report_link, save_figure
+from .._plots import frame_strip, length_curves, save_gif, velocity_curves, velocity_heatmap
+from .._report import file_slugs, fmt_mse, learning_figure, report_link, save_figure
 from . import DigitTask, TaskOptions, register_task
 
 __all__ = ["NextStepOptions", "NextStepTask", "NextStepModule", "FlowingMNISTData", "flowing",
@@ -284,13 +284,10 @@ class NextStepTask(DigitTask):
         strip and a rollout GIF."""
         opts = cfg.task_options
         test_bank = self.test_bank(data)
-        curves = read_learning_curves(run_dir)
         figures = {}
-        labelled = {name: c for name, c in (("train loss", curves["train"]),
-                                             ("val MSE", curves["val"])) if c[0]}
-        if labelled:
-            figures["learning"] = save_figure(learning_curves(labelled),
-                                              run_dir / "learning_curves.png")
+        learning = learning_figure(run_dir, "val MSE")
+        if learning:
+            figures["learning"] = learning
         length = metrics["length"]
         figures["length"] = save_figure(
             length_curves({cfg.name: (length["mean"], length["std"])}, opts.predict_frames),

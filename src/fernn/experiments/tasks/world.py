@@ -26,8 +26,7 @@ from ...models import WorldModel, model_options, to_world
 from .._data import VAL_SEED_OFFSET, Banks, BatchData, SequenceBatches
 from .._evaluate import LENGTH_SEED_OFFSET, TEST_SEED_OFFSET
 from .._modules import TaskModule
-from .._plots import learning_curves
-from .._report import fmt_mse, read_learning_curves, report_link, save_figure
+from .._report import fmt_mse, learning_figure, report_link, save_figure
 from . import DigitTask, TaskOptions, register_task
 
 __all__ = ["WorldOptions", "WorldTask", "WorldModule", "WorldData", "world_clips",
@@ -248,13 +247,10 @@ class WorldTask(DigitTask):
         memory GIF of one test clip."""
         opts = cfg.task_options
         g = opts.geometry()
-        curves = read_learning_curves(run_dir)
         figures = {}
-        labelled = {name: c for name, c in (("train loss", curves["train"]),
-                                             ("val MSE", curves["val"])) if c[0]}
-        if labelled:
-            figures["learning"] = save_figure(learning_curves(labelled),
-                                              run_dir / "learning_curves.png")
+        learning = learning_figure(run_dir, "val MSE")
+        if learning:
+            figures["learning"] = learning
         figures["errors"] = save_figure(
             error_curves({cfg.name: metrics["long"]["mse"]}, trained=g["predicted"]),
             run_dir / "rollout_error.png")
