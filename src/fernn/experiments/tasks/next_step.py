@@ -46,6 +46,7 @@ class NextStepOptions(TaskOptions):
     test_angular_velocities: list = field(default_factory=lambda: list(range(-50, 51, 10)))
     num_digits: int = 2
     size: int = 28
+    centred_digits: bool = False  # every digit at the frame centre (the research code's Rotating MNIST)
     input_frames: int = 10
     predict_frames: int = 10
     val_sequences: int = 1000
@@ -95,7 +96,8 @@ def flowing(cfg, bank: DigitBank, *, seed: int, seq_len: int, num_sequences: int
     else:
         flow = TranslationFlow2D(max_speed=opts.data_max_speed if max_speed is None else max_speed)
     return FlowingMNIST(bank, flow, num_digits=opts.num_digits, seq_len=seq_len, size=opts.size,
-                        seed=seed, velocities=velocities, num_sequences=num_sequences)
+                        seed=seed, velocities=velocities, num_sequences=num_sequences,
+                        centred=opts.centred_digits)
 
 
 class FlowingMNISTData(BatchData):
