@@ -78,7 +78,7 @@ def test_task_options_are_a_table_and_overrides_reach_it(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["task_options.clip_frames=4"], r"unknown task option\(s\) \['clip_frames'\].*valid options: "
-                                     r"data_angular_velocities"),
+                                     r"centred_digits, data_angular_velocities"),
     (["length_frames=0"], "length_frames must be at least 1"),
     (["task_options=3"], "set one option, as task_options.KEY=value"),
     (["nope=1"], r"unknown config key 'nope'.*valid keys: accelerator.*length_frames"),
