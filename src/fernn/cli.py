@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="Comparison")
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("demo", help="train a G-RNN and a FERNN-V1 on CPU and compare (~6-7 min on 2 cores)")
+    p = sub.add_parser("demo", help="train a G-RNN and a FERNN-V1 on CPU and compare (~3-7 min on 2 cores)")
     p.add_argument("--out", default="demo")
     p.add_argument("overrides", nargs="*", help="key=value applied to both demo configs")
     p.set_defaults(func=_demo)
