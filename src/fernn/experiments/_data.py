@@ -13,8 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data import DigitBank, load_digits
 
-__all__ = ["SequenceBatches", "BatchData", "Banks", "load_banks", "load_task_data", "describe_data",
-           "VAL_SEED_OFFSET"]
+__all__ = ["SequenceBatches", "BatchData", "Banks", "load_banks", "VAL_SEED_OFFSET"]
 
 VAL_SEED_OFFSET = 4_000_003
 
@@ -116,12 +115,3 @@ def load_banks(options) -> Banks:
             banks[part] = load_digits(options.digits, part, root=options.data_root,
                                       fallback=options.digits_fallback)
     return Banks(**banks)
-
-
-def load_task_data(cfg, progress: bool = True):
-    """The data of ``cfg``'s task (whatever its :meth:`~fernn.experiments.tasks.Task.load_data` returns)."""
-    return cfg.task_spec.load_data(cfg, progress=progress)
-
-
-def describe_data(cfg, data) -> str:
-    return cfg.task_spec.describe_data(cfg, data)

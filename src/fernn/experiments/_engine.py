@@ -132,8 +132,6 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
     ``model.json``, ``logs/``, ``metrics.json``, plots and ``report.md``. If it already holds
     a checkpoint of the same config, training resumes from it.
     """
-    from ._report import write_run_report
-
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"the run directory {run_dir} is a file; give --out a directory")
@@ -153,7 +151,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = True) -> dict:
     try:
         if main:
             remove_stale_temporaries(run_dir)
-        return _fit(cfg, run_dir, resume, task, task_data, data, module, write_run_report)
+        return _fit(cfg, run_dir, resume, task, task_data, data, module)
     finally:
         lock.release()
         if main and created and not any(run_dir.iterdir()):
@@ -166,7 +164,9 @@ def _check_devices(cfg: Config) -> None:
                          "accelerator='cpu' (or 'auto')")
 
 
-def _fit(cfg, run_dir, resume, task, task_data, data, module, write_run_report) -> dict:
+def _fit(cfg, run_dir, resume, task, task_data, data, module) -> dict:
+    from ._report import write_run_report
+
     last = run_dir / "checkpoints" / "last.ckpt"
     resume_from, keep_before = None, None
     if resume and last.is_file():
@@ -203,10 +203,10 @@ def _fit(cfg, run_dir, resume, task, task_data, data, module, write_run_report) 
     except (MisconfigurationException, TypeError, ValueError) as exc:  # Lightning's checks
         raise ValueError(f"the engine settings (accelerator, devices, strategy, precision, ...) "
                          f"do not fit this machine: {exc}") from None
+    description = task.describe_data(cfg, task_data)
     if trainer.is_global_zero:
         (run_dir / "config.toml").write_text(config_to_toml(cfg))
-        print(f"fernn: {cfg.name}: task {cfg.task}, model {cfg.model}, "
-              f"{task.describe_data(cfg, task_data)}, "
+        print(f"fernn: {cfg.name}: task {cfg.task}, model {cfg.model}, {description}, "
               f"{sum(p.numel() for p in module.model.parameters())} parameters, "
               f"run directory {run_dir}" + (f", resuming from {last}" if resume_from else ""),
               flush=True)
@@ -228,7 +228,7 @@ def _fit(cfg, run_dir, resume, task, task_data, data, module, write_run_report) 
         "model_options": cfg.model_options,
         "parameters": sum(p.numel() for p in module.model.parameters()),
         "task": cfg.task,
-        "data": task.describe_data(cfg, task_data),
+        "data": description,
         "fernn_version": __version__,
         "hardware": hardware(),
         "world_size": trainer.world_size,
